@@ -1,0 +1,133 @@
+"""The configuration file's shape.
+
+Every model forbids unknown keys and is frozen: the config is validated once at
+start-up and handed down as immutable objects. Cross-references (a target naming
+a provider, a price for an upstream model) are checked in `config.loader`, which
+can name the exact path of a bad value.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from simulator.behaviour import SimulationSettings
+
+NonNegFloat = Annotated[float, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+Price = Annotated[Decimal, Field(ge=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(Strict):
+    connect: PosFloat = 5.0
+    read: PosFloat = 60.0
+    total: PosFloat = 300.0
+
+
+class ProviderConfig(Strict):
+    type: Literal["openai", "simulated"]
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    timeouts: Timeouts = Timeouts()
+    pool_size: Annotated[int, Field(ge=1, le=10_000)] = 256
+    headers: dict[str, str] = {}
+    # Only for type "simulated": the in-process simulator's behaviour.
+    simulation: SimulationSettings | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class Target(Strict):
+    provider: str
+    model: str
+
+
+class ModelRoute(Strict):
+    targets: Annotated[list[Target], Field(min_length=1)]
+    on_context_overflow: Literal["error", "truncate_oldest"] = "error"
+    description: str | None = None
+
+
+class ModelPrice(Strict):
+    """USD per million tokens, and the model's context window in tokens."""
+
+    input: Price = Decimal(0)
+    cached_input: Price | None = None
+    output: Price = Decimal(0)
+    context_window: Annotated[int, Field(ge=1)] | None = None
+
+
+class ClientKey(Strict):
+    name: str
+    # "sha256:<hex>" of the key; see `cutover hash-key`.
+    hash: str | None = None
+    # A plain key taken from an environment variable at start-up (hashed at once).
+    key_env: str | None = None
+
+    @field_validator("hash")
+    @classmethod
+    def _sha256(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        prefix, _, digest = value.partition(":")
+        if prefix != "sha256" or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError("must be 'sha256:' followed by 64 lowercase hex digits")
+        return value
+
+
+class AuthConfig(Strict):
+    mode: Literal["keys", "none"] = "keys"
+    keys: list[ClientKey] = []
+
+
+class RetryConfig(Strict):
+    max_attempts_per_target: Annotated[int, Field(ge=1, le=10)] = 2
+    initial_backoff_s: NonNegFloat = 0.1
+    max_backoff_s: NonNegFloat = 2.0
+    jitter_s: NonNegFloat = 0.1
+    # Upstream Retry-After is honoured up to this many seconds; a longer wait
+    # moves on to the next target instead of holding the client.
+    retry_after_cap_s: NonNegFloat = 5.0
+
+
+class BreakerConfig(Strict):
+    failure_threshold: Annotated[int, Field(ge=1)] = 5
+    cooldown_s: PosFloat = 30.0
+
+
+class RoutingConfig(Strict):
+    retry: RetryConfig = RetryConfig()
+    circuit_breaker: BreakerConfig = BreakerConfig()
+
+
+class ServerConfig(Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    request_log: bool = True
+    log_bodies: bool = False
+    shutdown_grace_s: NonNegFloat = 30.0
+
+
+class GatewayConfig(Strict):
+    server: ServerConfig = ServerConfig()
+    auth: AuthConfig = AuthConfig()
+    providers: dict[str, ProviderConfig]
+    models: dict[str, ModelRoute]
+    # Keyed by upstream model name, or "provider/model" to price one provider's copy.
+    prices: dict[str, ModelPrice] = {}
+    routing: RoutingConfig = RoutingConfig()

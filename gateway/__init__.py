@@ -1,0 +1,1 @@
+"""The HTTP edge: parse just enough, authenticate, map errors, stream bytes back."""

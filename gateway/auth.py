@@ -1,0 +1,60 @@
+"""Client keys: stored as SHA-256 digests, compared in constant time.
+
+Every stored digest is compared on every check (no early exit), so timing
+reveals neither whether a key exists nor which one matched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Mapping
+
+from config.schema import AuthConfig
+from gateway.errors import AuthenticationFailed
+
+
+def hash_key(plain: str) -> str:
+    return "sha256:" + hashlib.sha256(plain.encode()).hexdigest()
+
+
+class KeyRing:
+    def __init__(self, entries: list[tuple[str, bytes]], open_access: bool) -> None:
+        self._entries = entries
+        self.open_access = open_access
+
+    @classmethod
+    def from_config(cls, auth: AuthConfig, env: Mapping[str, str] | None = None) -> KeyRing:
+        env = os.environ if env is None else env
+        entries: list[tuple[str, bytes]] = []
+        for key in auth.keys:
+            if key.hash is not None:
+                digest = bytes.fromhex(key.hash.partition(":")[2])
+            else:
+                plain = env.get(key.key_env or "")
+                if not plain:
+                    raise ValueError(f"auth.keys: environment variable '{key.key_env}' is not set")
+                digest = hashlib.sha256(plain.encode()).digest()
+            entries.append((key.name, digest))
+        return cls(entries, open_access=auth.mode == "none")
+
+    def identify(self, authorization: bytes | None) -> str:
+        """Name of the key in an `Authorization: Bearer ...` header; raises when unknown."""
+        if self.open_access:
+            return "anonymous"
+        if not authorization:
+            raise AuthenticationFailed(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
+            )
+        scheme, _, token = authorization.partition(b" ")
+        if scheme.lower() != b"bearer" or not token.strip():
+            raise AuthenticationFailed("Malformed Authorization header; expected 'Bearer YOUR_KEY'.")
+        presented = hashlib.sha256(token.strip()).digest()
+        found: str | None = None
+        for name, digest in self._entries:
+            if hmac.compare_digest(presented, digest) and found is None:
+                found = name
+        if found is None:
+            raise AuthenticationFailed("Incorrect API key provided.")
+        return found

@@ -1,0 +1,185 @@
+"""Serve one request from an alias's targets: retries on a target, then fallback.
+
+The decisions (what is retryable, how long to wait, whether a target is cooling
+down) live in routing/; this module carries them out against providers and
+turns a final failure into the gateway error the client sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tenacity import AsyncRetrying, retry_if_exception
+
+from config.schema import RetryConfig
+from gateway.errors import (
+    BadGateway,
+    ContextLengthExceeded,
+    GatewayError,
+    GatewayTimeout,
+    RateLimited,
+    ServiceUnavailable,
+    UpstreamPassthrough,
+)
+from providers.base import (
+    Provider,
+    ProviderError,
+    UpstreamConnectError,
+    UpstreamReply,
+    UpstreamRequest,
+    UpstreamStatusError,
+    UpstreamStream,
+    UpstreamTimeout,
+)
+from routing.breaker import CircuitBreakers
+from routing.retry import build_stop, build_wait, is_retryable
+from routing.table import Route, TargetRef
+from telemetry.metrics import Metrics
+
+Prepare = Callable[[TargetRef], dict[str, Any]]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Served:
+    target: TargetRef
+    payload: dict[str, Any]
+    reply: UpstreamReply | None
+    stream: UpstreamStream | None
+    # Time spent waiting on upstreams and backoff: everything that is not gateway overhead.
+    waited_s: float
+    attempts: int
+
+
+def _is_client_fault(exc: ProviderError) -> bool:
+    return isinstance(exc, UpstreamStatusError) and 400 <= exc.status < 500 and exc.status not in (401, 403, 408, 429)
+
+
+def final_error(exc: ProviderError | None, alias: str) -> GatewayError:
+    """The error the client gets once every target has failed."""
+    if isinstance(exc, UpstreamStatusError):
+        if exc.status == 429:
+            wait = exc.retry_after_s if exc.retry_after_s is not None else 1.0
+            return RateLimited(
+                f"The upstream providers for '{alias}' are rate-limiting requests; retry after {math.ceil(wait)} s.",
+                headers={"retry-after": str(max(1, math.ceil(wait)))},
+            )
+        if exc.status in (401, 403):
+            return BadGateway(f"The upstream provider for '{alias}' rejected the gateway's credentials.")
+        if exc.status == 408:
+            return GatewayTimeout(f"The upstream provider for '{alias}' timed out.")
+        if exc.status == 503:
+            return ServiceUnavailable(f"Every upstream provider for '{alias}' is unavailable.")
+        return BadGateway(f"The upstream provider for '{alias}' failed with status {exc.status}.")
+    if isinstance(exc, UpstreamTimeout):
+        return GatewayTimeout(f"The upstream provider for '{alias}' did not answer in time.")
+    if isinstance(exc, UpstreamConnectError):
+        return ServiceUnavailable(f"No upstream provider for '{alias}' could be reached.")
+    return BadGateway(f"The upstream provider for '{alias}' sent an invalid response.")
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        providers: Mapping[str, Provider],
+        breakers: CircuitBreakers,
+        retry: RetryConfig,
+        metrics: Metrics,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._providers = providers
+        self._breakers = breakers
+        self._wait = build_wait(retry)
+        self._stop = build_stop(retry)
+        self._metrics = metrics
+        self._sleep = sleep
+
+    async def serve(
+        self, route: Route, path: str, request_id: str, stream: bool, prepare: Prepare
+    ) -> Served:
+        last_error: ProviderError | None = None
+        overflow: ContextLengthExceeded | None = None
+        previous: TargetRef | None = None
+        waited = 0.0
+        attempts = 0
+        for target in route.targets:
+            try:
+                payload = prepare(target)
+            except ContextLengthExceeded as exc:
+                overflow = overflow or exc
+                continue
+            if not self._breakers.allow(target.key):
+                continue
+            if previous is not None:
+                self._metrics.fallbacks.labels(route.alias, previous.provider, previous.model).inc()
+            previous = target
+            provider = self._providers[target.provider]
+            request = UpstreamRequest(path=path, payload=payload, stream=stream, request_id=request_id)
+
+            async def backoff(seconds: float) -> None:
+                nonlocal waited
+                start = time.perf_counter()
+                await self._sleep(seconds)
+                waited += time.perf_counter() - start
+
+            key = target.key
+            retrying = AsyncRetrying(
+                stop=self._stop,
+                wait=self._wait,
+                retry=retry_if_exception(lambda e, k=key: is_retryable(e) and self._breakers.state(k) != "open"),
+                sleep=backoff,
+                before_sleep=lambda state, t=target: self._count_retry(t, state.outcome),
+                reraise=True,
+            )
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        attempts += 1
+                        start = time.perf_counter()
+                        try:
+                            if stream:
+                                opened = await provider.open_stream(request)
+                                reply = None
+                            else:
+                                reply = await provider.send(request)
+                                opened = None
+                        except ProviderError as exc:
+                            elapsed = time.perf_counter() - start
+                            waited += elapsed
+                            self._record_failure(target, exc, elapsed)
+                            raise
+                        elapsed = time.perf_counter() - start
+                        waited += elapsed
+                        self._breakers.record_success(key)
+                        self._metrics.upstream_duration.labels(target.provider, target.model, "ok").observe(elapsed)
+                        return Served(target, payload, reply, opened, waited, attempts)
+            except ProviderError as exc:
+                if _is_client_fault(exc):
+                    assert isinstance(exc, UpstreamStatusError)
+                    raise UpstreamPassthrough(exc.status, exc.body) from None
+                last_error = exc
+        if last_error is None:
+            if overflow is not None:
+                raise overflow
+            raise ServiceUnavailable(
+                f"Every upstream target for '{route.alias}' is cooling down after repeated failures; retry shortly.",
+                headers={"retry-after": "1"},
+            )
+        raise final_error(last_error, route.alias)
+
+    def _record_failure(self, target: TargetRef, exc: ProviderError, elapsed: float) -> None:
+        self._metrics.upstream_errors.labels(target.provider, target.model, exc.kind).inc()
+        self._metrics.upstream_duration.labels(target.provider, target.model, "error").observe(elapsed)
+        # A client's own bad request says nothing about the target's health.
+        if not _is_client_fault(exc) and self._breakers.record_failure(target.key):
+            self._metrics.cooldowns.labels(target.provider, target.model).inc()
+
+    def _count_retry(self, target: TargetRef, outcome: Any) -> None:
+        exc = outcome.exception() if outcome is not None else None
+        reason = exc.kind if isinstance(exc, ProviderError) else "error"
+        self._metrics.retries.labels(target.provider, target.model, reason).inc()

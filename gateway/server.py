@@ -1,0 +1,60 @@
+"""Run the gateway under uvicorn: one or more workers, graceful shutdown.
+
+On SIGTERM uvicorn stops accepting, lets in-flight requests (streams included)
+finish up to `server.shutdown_grace_s`, then exits. Several workers share the
+listening socket; their metrics meet in PROMETHEUS_MULTIPROC_DIR.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import uvicorn
+
+from config.loader import load_config
+from gateway.app import CutoverApp, create_app
+from telemetry.logs import configure_logging
+
+CONFIG_ENV = "CUTOVER_CONFIG"
+
+
+def app_from_env() -> CutoverApp:
+    """uvicorn factory for worker processes, which re-read the config file themselves."""
+    configure_logging()
+    return create_app(load_config(os.environ[CONFIG_ENV]))
+
+
+def serve(config_path: str, host: str, port: int, workers: int, grace_s: float) -> None:
+    os.environ[CONFIG_ENV] = os.path.abspath(config_path)
+    multiproc_dir = None
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiproc_dir = tempfile.mkdtemp(prefix="cutover-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
+    try:
+        uvicorn.run(
+            "gateway.server:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop" if _has_uvloop() else "asyncio",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=int(grace_s) if grace_s else None,
+            timeout_keep_alive=30,
+        )
+    finally:
+        if multiproc_dir:
+            shutil.rmtree(multiproc_dir, ignore_errors=True)
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True

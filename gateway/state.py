@@ -1,0 +1,54 @@
+"""Everything a request needs, built once from the config and passed explicitly."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from config.schema import GatewayConfig
+from gateway.auth import KeyRing
+from gateway.dispatch import Dispatcher
+from providers.pricing import PriceBook
+from providers.registry import ProviderRegistry
+from providers.tokens import TokenCounter
+from routing.breaker import CircuitBreakers
+from routing.table import RouteTable
+from telemetry.logs import access_logger
+from telemetry.metrics import Metrics
+
+
+@dataclass
+class GatewayState:
+    config: GatewayConfig
+    routes: RouteTable
+    registry: ProviderRegistry
+    breakers: CircuitBreakers
+    prices: PriceBook
+    tokens: TokenCounter
+    keys: KeyRing
+    metrics: Metrics
+    dispatcher: Dispatcher
+    log: logging.Logger
+    started_at: int = field(default_factory=lambda: int(time.time()))
+    ready: bool = False
+
+    @classmethod
+    def build(cls, config: GatewayConfig, metrics: Metrics | None = None) -> GatewayState:
+        metrics = metrics or Metrics()
+        registry = ProviderRegistry(config.providers)
+        breakers = CircuitBreakers(
+            config.routing.circuit_breaker.failure_threshold, config.routing.circuit_breaker.cooldown_s
+        )
+        return cls(
+            config=config,
+            routes=RouteTable(config.models),
+            registry=registry,
+            breakers=breakers,
+            prices=PriceBook(config.prices),
+            tokens=TokenCounter(),
+            keys=KeyRing.from_config(config.auth),
+            metrics=metrics,
+            dispatcher=Dispatcher(registry.providers, breakers, config.routing.retry, metrics),
+            log=access_logger(),
+        )

@@ -1,0 +1,1 @@
+"""Pure routing decisions: alias -> targets, circuit breakers, retry timing, context fitting."""

@@ -1,0 +1,99 @@
+"""Every Prometheus metric the gateway exports, defined once.
+
+Labels come from configuration (alias, provider, upstream model), from a fixed
+set (status class, token kind, stream), never from request text, so
+cardinality is bounded by the config. With several workers, prometheus_client's
+multiprocess mode is used: set PROMETHEUS_MULTIPROC_DIR before start-up (the CLI
+does) and /metrics aggregates every worker's files.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+# Gateway-side latencies are sub-millisecond; upstream ones run to minutes.
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.8, 1, 2.5, 5, 10, 30, 60, 120)
+
+UNKNOWN = "unknown"
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "cutover_requests", "Client requests answered, by outcome.",
+            ["endpoint", "alias", "provider", "model", "status_class"], registry=r,
+        )
+        self.request_duration = Histogram(
+            "cutover_request_duration_seconds", "Whole request time as the client saw it (to the last byte).",
+            ["endpoint", "alias", "provider", "stream"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.overhead = Histogram(
+            "cutover_gateway_overhead_seconds", "Time spent in the gateway itself, upstream waits excluded.",
+            ["endpoint", "alias"], buckets=_OVERHEAD_BUCKETS, registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "cutover_upstream_duration_seconds", "One upstream attempt, send to full answer (or first event).",
+            ["provider", "model", "outcome"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.ttft = Histogram(
+            "cutover_time_to_first_token_seconds", "Streams: request arrival to the first event sent to the client.",
+            ["alias", "provider"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.tokens = Counter(
+            "cutover_tokens", "Tokens billed, by kind (prompt, completion, cached).",
+            ["alias", "provider", "model", "kind"], registry=r,
+        )
+        self.cost = Counter(
+            "cutover_cost_usd", "Spend in USD at configured prices.",
+            ["alias", "provider", "model"], registry=r,
+        )
+        self.retries = Counter(
+            "cutover_upstream_retries", "Upstream attempts retried on the same target, by failure kind.",
+            ["provider", "model", "reason"], registry=r,
+        )
+        self.upstream_errors = Counter(
+            "cutover_upstream_errors", "Failed upstream attempts, by failure kind.",
+            ["provider", "model", "reason"], registry=r,
+        )
+        self.fallbacks = Counter(
+            "cutover_fallbacks", "Requests moved past a target to the next one in the alias's list.",
+            ["alias", "provider", "model"], registry=r,
+        )
+        self.cooldowns = Counter(
+            "cutover_cooldowns", "Times a target's circuit opened and it was put on cool-down.",
+            ["provider", "model"], registry=r,
+        )
+        self.in_flight = Gauge(
+            "cutover_in_flight_requests", "Client requests being served now.",
+            ["endpoint"], registry=r, multiprocess_mode="livesum",
+        )
+        self.truncations = Counter(
+            "cutover_context_truncations", "Requests whose oldest messages were dropped to fit the context window.",
+            ["alias"], registry=r,
+        )
+        self.stream_errors = Counter(
+            "cutover_stream_errors", "Streams that broke after their first byte reached the client.",
+            ["alias", "provider"], registry=r,
+        )
+
+    def exposition(self) -> bytes:
+        directory = multiprocess_dir()
+        if directory:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=directory)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx"

@@ -8,6 +8,7 @@ Three passes, each naming the exact path of what it rejects:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -124,7 +125,26 @@ def parse_config(raw: Any, env: Mapping[str, str] | None = None) -> GatewayConfi
     problems = cross_check(config)
     if problems:
         raise ConfigError(problems)
-    return config
+    return _hash_env_keys(config, os.environ if env is None else env)
+
+
+def _hash_env_keys(config: GatewayConfig, env: Mapping[str, str]) -> GatewayConfig:
+    """Plain client keys given through the environment are hashed at once and never kept."""
+    keys = []
+    problems = []
+    for index, key in enumerate(config.auth.keys):
+        if key.key_env is None:
+            keys.append(key)
+            continue
+        plain = env.get(key.key_env)
+        if not plain:
+            problems.append(f"auth.keys[{index}].key_env: environment variable '{key.key_env}' is not set")
+            continue
+        digest = "sha256:" + hashlib.sha256(plain.encode()).hexdigest()
+        keys.append(key.model_copy(update={"hash": digest, "key_env": None}))
+    if problems:
+        raise ConfigError(problems)
+    return config.model_copy(update={"auth": config.auth.model_copy(update={"keys": keys})})
 
 
 def _message(err: Any) -> str:

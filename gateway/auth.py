@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-from collections.abc import Mapping
 
 from config.schema import AuthConfig
 from gateway.errors import AuthenticationFailed
@@ -25,18 +23,9 @@ class KeyRing:
         self.open_access = open_access
 
     @classmethod
-    def from_config(cls, auth: AuthConfig, env: Mapping[str, str] | None = None) -> KeyRing:
-        env = os.environ if env is None else env
-        entries: list[tuple[str, bytes]] = []
-        for key in auth.keys:
-            if key.hash is not None:
-                digest = bytes.fromhex(key.hash.partition(":")[2])
-            else:
-                plain = env.get(key.key_env or "")
-                if not plain:
-                    raise ValueError(f"auth.keys: environment variable '{key.key_env}' is not set")
-                digest = hashlib.sha256(plain.encode()).digest()
-            entries.append((key.name, digest))
+    def from_config(cls, auth: AuthConfig) -> KeyRing:
+        """The loader has already turned every `key_env` into a hash."""
+        entries = [(key.name, bytes.fromhex(key.hash.partition(":")[2])) for key in auth.keys if key.hash]
         return cls(entries, open_access=auth.mode == "none")
 
     def identify(self, authorization: bytes | None) -> str:

@@ -1,0 +1,129 @@
+"""Harness for tests that need a real gateway on a loopback port.
+
+`BackgroundGateway` runs uvicorn with `create_app(config)` on its own event loop
+in a daemon thread, so the synchronous `openai` SDK can call it over a real
+socket. `gateway_config` builds a validated config from a few arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from concurrent.futures import Future
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+from config.loader import parse_config
+from config.schema import GatewayConfig
+from gateway.app import CutoverApp, create_app
+
+CLIENT_KEY = "sk-test-client"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def gateway_config(
+    providers: dict[str, dict[str, Any]],
+    models: dict[str, Any],
+    *,
+    prices: dict[str, Any] | None = None,
+    routing: dict[str, Any] | None = None,
+    server: dict[str, Any] | None = None,
+    auth_none: bool = False,
+) -> GatewayConfig:
+    """`providers` values are provider dicts; a bare base URL string means an OpenAI-compatible one."""
+    raw: dict[str, Any] = {
+        "server": {"request_log": False, **(server or {})},
+        "auth": {"mode": "none"} if auth_none else {"keys": [{"name": "test", "key_env": "CUTOVER_TEST_KEY"}]},
+        "providers": {
+            name: ({"type": "openai", "base_url": spec} if isinstance(spec, str) else spec)
+            for name, spec in providers.items()
+        },
+        "models": models,
+        "prices": prices or {},
+        "routing": routing
+        or {"retry": {"initial_backoff_s": 0.01, "max_backoff_s": 0.05, "jitter_s": 0.0}},
+    }
+    return parse_config(raw, env={"CUTOVER_TEST_KEY": CLIENT_KEY})
+
+
+class BackgroundGateway:
+    def __init__(self, config: GatewayConfig, *, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.port = 0
+        self.app: CutoverApp | None = None
+        self._env = env
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def root_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> BackgroundGateway:
+        import os
+
+        if self._env:
+            os.environ.update(self._env)
+        self.app = create_app(self.config)
+        self.port = free_port()
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, lifespan="on", log_level="warning",
+            access_log=False, loop="asyncio", http="httptools",
+        )
+        self._server = uvicorn.Server(config)
+        ready: Future[None] = Future()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                loop.run_until_complete(self._serve(ready))
+            except BaseException as exc:
+                if not ready.done():
+                    ready.set_exception(exc)
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="cutover-gateway", daemon=True)
+        self._thread.start()
+        ready.result(timeout=15)
+        return self
+
+    async def _serve(self, ready: Future[None]) -> None:
+        assert self._server is not None
+        task = asyncio.ensure_future(self._server.serve())
+        while not self._server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("gateway stopped during start-up")
+            await asyncio.sleep(0.01)
+        ready.set_result(None)
+        await task
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+
+    def __enter__(self) -> BackgroundGateway:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -62,7 +62,8 @@ def interpolate(node: Any, env: Mapping[str, str], path: tuple[str | int, ...] =
 
         def substitute(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
-            if name in env:
+            # As in the shell, ':-' also replaces a variable that is set but empty.
+            if name in env and (env[name] or default is None):
                 return env[name]
             if default is not None:
                 return default
@@ -161,6 +162,8 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Gatew
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not valid UTF-8 (byte {exc.start})"]) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

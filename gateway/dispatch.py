@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tenacity import AsyncRetrying, retry_if_exception
+from tenacity import RetryCallState
 
 from config.schema import RetryConfig
 from gateway.errors import (
@@ -54,6 +54,15 @@ class Served:
     # Time spent waiting on upstreams and backoff: everything that is not gateway overhead.
     waited_s: float
     attempts: int
+
+
+@dataclass(slots=True)
+class _TargetOutcome:
+    reply: UpstreamReply | None = None
+    stream: UpstreamStream | None = None
+    error: ProviderError | None = None
+    spent_s: float = 0.0
+    attempts: int = 0
 
 
 def _is_client_fault(exc: ProviderError) -> bool:
@@ -98,6 +107,7 @@ class Dispatcher:
         self._stop = build_stop(retry)
         self._metrics = metrics
         self._sleep = sleep
+        self._ok_latency: dict[TargetRef, Any] = {}
 
     async def serve(
         self, route: Route, path: str, request_id: str, stream: bool, prepare: Prepare
@@ -121,48 +131,15 @@ class Dispatcher:
             provider = self._providers[target.provider]
             request = UpstreamRequest(path=path, payload=payload, stream=stream, request_id=request_id)
 
-            async def backoff(seconds: float) -> None:
-                nonlocal waited
-                start = time.perf_counter()
-                await self._sleep(seconds)
-                waited += time.perf_counter() - start
-
-            key = target.key
-            retrying = AsyncRetrying(
-                stop=self._stop,
-                wait=self._wait,
-                retry=retry_if_exception(lambda e, k=key: is_retryable(e) and self._breakers.state(k) != "open"),
-                sleep=backoff,
-                before_sleep=lambda state, t=target: self._count_retry(t, state.outcome),
-                reraise=True,
-            )
-            try:
-                async for attempt in retrying:
-                    with attempt:
-                        attempts += 1
-                        start = time.perf_counter()
-                        try:
-                            if stream:
-                                opened = await provider.open_stream(request)
-                                reply = None
-                            else:
-                                reply = await provider.send(request)
-                                opened = None
-                        except ProviderError as exc:
-                            elapsed = time.perf_counter() - start
-                            waited += elapsed
-                            self._record_failure(target, exc, elapsed)
-                            raise
-                        elapsed = time.perf_counter() - start
-                        waited += elapsed
-                        self._breakers.record_success(key)
-                        self._metrics.upstream_duration.labels(target.provider, target.model, "ok").observe(elapsed)
-                        return Served(target, payload, reply, opened, waited, attempts)
-            except ProviderError as exc:
-                if _is_client_fault(exc):
-                    assert isinstance(exc, UpstreamStatusError)
-                    raise UpstreamPassthrough(exc.status, exc.body) from None
-                last_error = exc
+            outcome = await self._on_target(provider, target, request)
+            waited += outcome.spent_s
+            attempts += outcome.attempts
+            if outcome.error is None:
+                return Served(target, payload, outcome.reply, outcome.stream, waited, attempts)
+            if _is_client_fault(outcome.error):
+                assert isinstance(outcome.error, UpstreamStatusError)
+                raise UpstreamPassthrough(outcome.error.status, outcome.error.body)
+            last_error = outcome.error
         if last_error is None:
             if overflow is not None:
                 raise overflow
@@ -172,6 +149,51 @@ class Dispatcher:
             )
         raise final_error(last_error, route.alias)
 
+    async def _on_target(self, provider: Provider, target: TargetRef, request: UpstreamRequest) -> _TargetOutcome:
+        """Attempts on one target until success, a non-retryable failure, or the retry budget is spent.
+
+        tenacity's strategies decide when to stop and how long to wait, but the
+        loop is plain: the first attempt is the hot path, and tenacity's per-call
+        set-up costs more than the rest of the dispatch.
+        """
+        spent = 0.0
+        state: RetryCallState | None = None
+        attempt = 0
+        while True:
+            attempt += 1
+            start = time.perf_counter()
+            try:
+                if request.stream:
+                    done = _TargetOutcome(stream=await provider.open_stream(request))
+                else:
+                    done = _TargetOutcome(reply=await provider.send(request))
+            except ProviderError as exc:
+                elapsed = time.perf_counter() - start
+                spent += elapsed
+                self._record_failure(target, exc, elapsed)
+                if state is None:
+                    state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+                state.attempt_number = attempt
+                state.outcome = None
+                state.set_exception((type(exc), exc, exc.__traceback__))
+                if not is_retryable(exc) or self._breakers.state(target.key) == "open" or self._stop(state):
+                    return _TargetOutcome(error=exc, spent_s=spent, attempts=attempt)
+                self._count_retry(target, exc)
+                pause = self._wait(state)
+                start = time.perf_counter()
+                await self._sleep(pause)
+                spent += time.perf_counter() - start
+                continue
+            elapsed = time.perf_counter() - start
+            self._breakers.record_success(target.key)
+            histogram = self._ok_latency.get(target)
+            if histogram is None:
+                histogram = self._metrics.upstream_duration.labels(target.provider, target.model, "ok")
+                self._ok_latency[target] = histogram
+            histogram.observe(elapsed)
+            done.spent_s, done.attempts = spent + elapsed, attempt
+            return done
+
     def _record_failure(self, target: TargetRef, exc: ProviderError, elapsed: float) -> None:
         self._metrics.upstream_errors.labels(target.provider, target.model, exc.kind).inc()
         self._metrics.upstream_duration.labels(target.provider, target.model, "error").observe(elapsed)
@@ -179,7 +201,5 @@ class Dispatcher:
         if not _is_client_fault(exc) and self._breakers.record_failure(target.key):
             self._metrics.cooldowns.labels(target.provider, target.model).inc()
 
-    def _count_retry(self, target: TargetRef, outcome: Any) -> None:
-        exc = outcome.exception() if outcome is not None else None
-        reason = exc.kind if isinstance(exc, ProviderError) else "error"
-        self._metrics.retries.labels(target.provider, target.model, reason).inc()
+    def _count_retry(self, target: TargetRef, exc: ProviderError) -> None:
+        self._metrics.retries.labels(target.provider, target.model, exc.kind).inc()

@@ -79,12 +79,13 @@ class ProxyEndpoint:
         self.kind = kind
         self.upstream_path = "/chat/completions" if kind == "chat" else "/embeddings"
         self.parse = parse_chat_request if kind == "chat" else parse_embeddings_request
+        self._in_flight = state.metrics.in_flight.labels(kind)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.state
         ex = Exchange(request_id="req_" + uuid.uuid4().hex, started=time.perf_counter())
         base_headers: Headers = [(b"x-request-id", ex.request_id.encode())]
-        in_flight = state.metrics.in_flight.labels(self.kind)
+        in_flight = self._in_flight
         in_flight.inc()
         try:
             ex.key_name = state.keys.identify(header(scope, b"authorization"))
@@ -247,15 +248,16 @@ class ProxyEndpoint:
         total = time.perf_counter() - ex.started
         provider = ex.target.provider if ex.target else UNKNOWN
         model = ex.target.model if ex.target else UNKNOWN
-        m.requests.labels(self.kind, ex.alias, provider, model, status_class(ex.status)).inc()
-        m.request_duration.labels(self.kind, ex.alias, provider, "true" if ex.stream else "false").observe(total)
-        m.overhead.labels(self.kind, ex.alias).observe(max(0.0, total - ex.waited_s))
+        series = m.request_series(self.kind, ex.alias, provider, model, status_class(ex.status), ex.stream)
+        series.requests.inc()
+        series.duration.observe(total)
+        series.overhead.observe(max(0.0, total - ex.waited_s))
         if ex.usage is not None and ex.target is not None:
-            m.tokens.labels(ex.alias, provider, model, "prompt").inc(ex.usage.prompt_tokens)
-            m.tokens.labels(ex.alias, provider, model, "completion").inc(ex.usage.completion_tokens)
+            series.prompt_tokens.inc(ex.usage.prompt_tokens)
+            series.completion_tokens.inc(ex.usage.completion_tokens)
             if ex.usage.cached_tokens:
-                m.tokens.labels(ex.alias, provider, model, "cached").inc(ex.usage.cached_tokens)
-            m.cost.labels(ex.alias, provider, model).inc(float(ex.cost))
+                series.cached_tokens.inc(ex.usage.cached_tokens)
+            series.cost.inc(float(ex.cost))
         if ex.dropped_messages:
             m.truncations.labels(ex.alias).inc()
         if state.config.server.request_log:

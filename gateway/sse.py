@@ -56,10 +56,23 @@ async def _watch_disconnect(receive: Receive, stream: UpstreamStream, outcome: R
             return
 
 
+def usage_object_start(event: bytes) -> bool:
+    """Does this chunk carry a usage object (not `"usage": null`)? Checked without parsing,
+    because with include_usage forced on, every chunk mentions usage."""
+    at = event.find(b'"usage"')
+    if at < 0:
+        return False
+    rest = event[at + 7 : at + 16].lstrip(b" \t\n:")
+    return rest.startswith(b"{")
+
+
 async def relay(
     send: Send, receive: Receive, stream: UpstreamStream, headers: Headers, client_wants_usage: bool
 ) -> RelayOutcome:
-    """Forward events until `[DONE]`; returns before the final frame so the caller can add cost."""
+    """Forward events until `[DONE]`; returns before the final frame so the caller can add cost.
+
+    Events that arrived in one upstream read go out in one write.
+    """
     outcome = RelayOutcome()
     await send({
         "type": "http.response.start",
@@ -68,24 +81,29 @@ async def relay(
                     *headers],
     })
     watcher = asyncio.ensure_future(_watch_disconnect(receive, stream, outcome))
+    kept = outcome.events
     try:
-        async for event in stream.events():
-            if event == DONE:
-                outcome.completed = True
-                break
-            if b'"usage"' in event:
-                try:
-                    chunk = orjson.loads(event)
-                except orjson.JSONDecodeError:
-                    chunk = None
-                if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
-                    outcome.usage = chunk["usage"]
-                    if not client_wants_usage and not chunk.get("choices"):
-                        continue
-            outcome.events.append(event)
-            await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True})
-            if outcome.first_event_at is None:
-                outcome.first_event_at = time.perf_counter()
+        async for batch in stream.batches():
+            frames: list[bytes] = []
+            for event in batch:
+                if event == DONE:
+                    outcome.completed = True
+                    break
+                if usage_object_start(event):
+                    try:
+                        chunk = orjson.loads(event)
+                    except orjson.JSONDecodeError:
+                        chunk = None
+                    if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
+                        outcome.usage = chunk["usage"]
+                        if not client_wants_usage and not chunk.get("choices"):
+                            continue
+                kept.append(event)
+                frames.append(b"data: " + event + b"\n\n")
+            if frames:
+                await send({"type": "http.response.body", "body": b"".join(frames), "more_body": True})
+                if outcome.first_event_at is None:
+                    outcome.first_event_at = time.perf_counter()
     except ProviderError as exc:
         if not outcome.client_gone:
             outcome.error = exc

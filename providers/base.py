@@ -66,7 +66,9 @@ class UpstreamReply:
 
 
 class UpstreamStream(Protocol):
-    """An open upstream stream whose status was 2xx; iterate SSE events as raw bytes."""
+    """An open upstream stream whose status was 2xx; SSE data payloads as raw bytes."""
+
+    def batches(self) -> AsyncIterator[list[bytes]]: ...
 
     def events(self) -> AsyncIterator[bytes]: ...
 

@@ -26,6 +26,7 @@ from providers.base import (
     UpstreamStreamBroken,
     UpstreamTimeout,
 )
+from providers.sse_parser import SSEParser
 
 _DONE = b"[DONE]"
 
@@ -180,53 +181,60 @@ class OpenAICompatProvider:
 
 
 class SSEStream:
-    """Yields each event's `data` payload; ends after `[DONE]` or raises UpstreamStreamBroken."""
+    """An upstream event stream: `batches()` yields the data payloads that arrived together.
+
+    Ends after `[DONE]`; raises UpstreamStreamBroken if the upstream closes first.
+    Payloads that arrive in one read are handed over in one batch so the
+    gateway can forward them to the client in one write.
+    """
 
     def __init__(self, provider: str, resp: aiohttp.ClientResponse) -> None:
         self._provider = provider
         self._resp = resp
-        self._first: bytes | None = None
+        self._parser = SSEParser()
+        self._first: list[bytes] | None = None
         self._done = False
+        self._eof = False
 
     async def prime(self) -> None:
-        """Read the first event, so a failure before any byte reaches the client can still fail over."""
-        self._first = await self._next_event()
+        """Read up to the first event, so a failure before any byte reaches the client can still fail over."""
+        self._first = await self._read_batch()
 
-    async def _next_event(self) -> bytes:
-        data: list[bytes] = []
+    async def _read_batch(self) -> list[bytes]:
         content = self._resp.content
-        while True:
-            line = await content.readline()
-            if not line:
-                if data:
-                    return b"\n".join(data)
-                raise UpstreamStreamBroken(f"provider '{self._provider}' closed the stream before [DONE]")
-            line = line.rstrip(b"\r\n")
-            if not line:
-                if data:
-                    return b"\n".join(data)
-                continue
-            if line.startswith(b"data:"):
-                payload = line[5:]
-                data.append(payload[1:] if payload.startswith(b" ") else payload)
-            # Comments (": keep-alive"), event names and ids carry nothing the client needs.
+        while not self._eof:
+            chunk = await content.readany()
+            if not chunk:
+                self._eof = True
+                batch = self._parser.flush()
+            else:
+                batch = self._parser.feed(chunk)
+            if batch:
+                return batch
+        raise UpstreamStreamBroken(f"provider '{self._provider}' closed the stream before [DONE]")
 
-    async def events(self) -> AsyncIterator[bytes]:
+    async def batches(self) -> AsyncIterator[list[bytes]]:
         try:
-            event = self._first if self._first is not None else await self._next_event()
+            batch = self._first if self._first is not None else await self._read_batch()
             self._first = None
             while True:
-                yield event
-                if event == _DONE:
+                if _DONE in batch:
                     self._done = True
+                    yield batch[: batch.index(_DONE) + 1]
                     return
-                event = await self._next_event()
+                yield batch
+                batch = await self._read_batch()
         except ProviderError:
             raise
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise UpstreamTimeout(f"provider '{self._provider}' stalled mid-stream") from None
         except Exception:
             raise UpstreamStreamBroken(f"provider '{self._provider}' broke the stream") from None
+
+    async def events(self) -> AsyncIterator[bytes]:
+        async for batch in self.batches():
+            for event in batch:
+                yield event
 
     def abort(self) -> None:
         """Drop the connection now (the client left); a pending read then fails."""

@@ -6,8 +6,7 @@ starting with ``[simulated]``) so it can never be mistaken for a real model.
 
 from simulator.app import SimulatorServer, create_sim_app, run_simulator
 from simulator.behaviour import FAULT_KINDS, OK, OUTCOMES, SimulationSettings, decide_outcome
-from simulator.handlers import STATE_KEY
-from simulator.state import RecordedRequest, SimulatorState
+from simulator.state import STATE_KEY, RecordedRequest, SimulatorState
 from simulator.threaded import BackgroundSimulator
 from simulator.wire import estimate_prompt_tokens
 

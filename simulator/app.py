@@ -12,10 +12,9 @@ from typing import Final
 
 from aiohttp import web
 
-from simulator import handlers
+from simulator import control, handlers
 from simulator.behaviour import SimulationSettings
-from simulator.handlers import STATE_KEY
-from simulator.state import RecordedRequest, SimulatorState
+from simulator.state import STATE_KEY, RecordedRequest, SimulatorState
 
 SIMULATOR_HEADER: Final = "x-cutover-simulator"
 _WILDCARD_HOSTS: Final = frozenset({"", "0.0.0.0", "::"})
@@ -45,11 +44,11 @@ def create_sim_app(settings: SimulationSettings | None = None) -> web.Applicatio
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
     app.router.add_post("/v1/embeddings", handlers.embeddings)
     app.router.add_get("/v1/models", handlers.list_models)
-    app.router.add_get("/_sim/requests", handlers.get_requests)
-    app.router.add_delete("/_sim/requests", handlers.clear_requests)
-    app.router.add_get("/_sim/behaviour", handlers.get_behaviour)
-    app.router.add_put("/_sim/behaviour", handlers.put_behaviour)
-    app.router.add_patch("/_sim/behaviour", handlers.patch_behaviour)
+    app.router.add_get("/_sim/requests", control.get_requests)
+    app.router.add_delete("/_sim/requests", control.clear_requests)
+    app.router.add_get("/_sim/behaviour", control.get_behaviour)
+    app.router.add_put("/_sim/behaviour", control.put_behaviour)
+    app.router.add_patch("/_sim/behaviour", control.patch_behaviour)
     return app
 
 
@@ -149,9 +148,7 @@ def preferred_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def run_simulator(
-    host: str = "127.0.0.1", port: int = 8100, settings: SimulationSettings | None = None
-) -> None:
+def run_simulator(host: str = "127.0.0.1", port: int = 8100, settings: SimulationSettings | None = None) -> None:
     """Blocking CLI entry point; returns after SIGINT or SIGTERM."""
     with asyncio.Runner(loop_factory=preferred_loop_factory()) as runner:
         runner.run(_serve_until_signalled(host, port, settings))
@@ -167,8 +164,7 @@ async def _serve_until_signalled(host: str, port: int, settings: SimulationSetti
     server = SimulatorServer(settings)
     await server.start(host, port)
     print(
-        "cutover simulator (simulated OpenAI-compatible upstream, not a real model) "
-        f"listening on {server.base_url}",
+        f"cutover simulator (simulated OpenAI-compatible upstream, not a real model) listening on {server.base_url}",
         flush=True,
     )
     try:

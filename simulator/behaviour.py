@@ -44,6 +44,24 @@ class SimulationSettings(BaseModel):
 
     Frozen so a settings object can be shared between the server and tests
     without one side mutating what the other is reading mid-request.
+
+    Latency: ``first_token_ms`` (+/- uniform ``jitter_ms``, floored at 0) before
+    the first stream chunk or the non-stream answer; ``per_token_ms`` between
+    stream content chunks, or times the completion tokens for non-stream.
+
+    Outcomes, one per chat/embeddings request: ``script`` items first, then
+    ``error_rate`` with ``error_kinds`` weights. ``rate_limit`` (429 with
+    ``Retry-After``), ``server_error`` (500) and ``unavailable`` (503) answer
+    at once, without latency. ``timeout`` stays silent for ``hang_s`` then
+    closes the connection. ``stream_break`` sends about half the stream (or
+    half the JSON body) and aborts the connection. ``garbage`` answers 200
+    with undecodable JSON (for streams: an SSE data line that is not JSON).
+
+    Content: ``replies[model]``, else ``reply``, else generated filler that
+    starts with ``[simulated]`` and is ``output_tokens`` pieces long. Fixed
+    replies are sent verbatim (they may be JSON a caller parses), split into
+    word pieces, one piece per token. ``max_completion_tokens`` or
+    ``max_tokens`` truncate the pieces and turn finish_reason into "length".
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Final
 
 from aiohttp import web
@@ -31,12 +33,12 @@ _UNAVAILABLE_BODY: Final = error_body(
     "server_error",
 )
 # Starts like a real completion so a sloppy prefix check would not notice.
-_GARBAGE_JSON: Final = (
-    b'{"id":"chatcmpl-sim-garbage","object":"chat.completion","choices":[<<cutover simulator garbage'
-)
+_GARBAGE_JSON: Final = b'{"id":"chatcmpl-sim-garbage","object":"chat.completion","choices":[<<cutover simulator garbage'
 _GARBAGE_SSE: Final = b"data: " + _GARBAGE_JSON + b"\n\ndata: [DONE]\n\n"
 
-_SSE_HEADERS: Final = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+_SSE_HEADERS: Final[Mapping[str, str]] = MappingProxyType(
+    {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+)
 
 
 def _format_seconds(seconds: float) -> str:
@@ -88,9 +90,7 @@ async def _flush_then_abort(request: web.BaseRequest) -> None:
     transport.abort()
 
 
-async def hang_then_close(
-    request: web.BaseRequest, state: SimulatorState, hang_s: float
-) -> web.StreamResponse:
+async def hang_then_close(request: web.BaseRequest, state: SimulatorState, hang_s: float) -> web.StreamResponse:
     """Say nothing for ``hang_s`` seconds, then drop the connection unanswered."""
     with contextlib.suppress(TimeoutError):
         # Server shutdown wakes the hang early so stop() is never held up.
@@ -119,3 +119,10 @@ async def break_stream(request: web.BaseRequest) -> None:
 
 def sse_response() -> web.StreamResponse:
     return web.StreamResponse(status=200, headers=_SSE_HEADERS)
+
+
+def sse_whole(payload: bytes) -> web.Response:
+    """A complete event stream sent in one go, still chunked like OpenAI's."""
+    resp = web.Response(body=payload, status=200, headers=_SSE_HEADERS)
+    resp.enable_chunked_encoding()
+    return resp

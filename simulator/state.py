@@ -7,7 +7,9 @@ import os
 import random
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
+
+from aiohttp import web
 
 from simulator.behaviour import SimulationSettings, decide_outcome
 from simulator.wire import ReplyPlan, generated_pieces, split_pieces
@@ -130,3 +132,6 @@ class SimulatorState:
         )
         self.records.append(entry)
         return entry
+
+
+STATE_KEY: Final = web.AppKey("cutover_simulator_state", SimulatorState)

@@ -27,9 +27,7 @@ class BackgroundSimulator:
     the owning thread never race the handlers.
     """
 
-    def __init__(
-        self, settings: SimulationSettings | None = None, *, host: str = "127.0.0.1", port: int = 0
-    ) -> None:
+    def __init__(self, settings: SimulationSettings | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self._settings = settings
         self._host = host
         self._port = port
@@ -42,9 +40,7 @@ class BackgroundSimulator:
         if self._thread is not None:
             raise RuntimeError("simulator thread already started")
         ready: Future[None] = Future()
-        self._thread = threading.Thread(
-            target=self._run, args=(ready,), name="cutover-simulator", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="cutover-simulator", daemon=True)
         self._thread.start()
         ready.result(timeout=10)
 

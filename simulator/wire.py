@@ -23,8 +23,9 @@ import base64
 import random
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Final
 
 import orjson
@@ -48,9 +49,7 @@ def message_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(
-            part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
-        )
+        return "".join(part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str))
     return ""
 
 
@@ -88,9 +87,7 @@ class ReplyPlan:
     @classmethod
     def from_pieces(cls, pieces: Sequence[str]) -> ReplyPlan:
         encoded = tuple(
-            b'{"index":0,"delta":{"content":'
-            + orjson.dumps(piece)
-            + b'},"logprobs":null,"finish_reason":null}'
+            b'{"index":0,"delta":{"content":' + orjson.dumps(piece) + b'},"logprobs":null,"finish_reason":null}'
             for piece in pieces
         )
         return cls(pieces=tuple(pieces), content="".join(pieces), choice_bytes=encoded)
@@ -99,13 +96,13 @@ class ReplyPlan:
         return self.content if count >= len(self.pieces) else "".join(self.pieces[:count])
 
 
-_ROLE_CHOICE: Final = (
-    b'{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}'
+_ROLE_CHOICE: Final = b'{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}'
+_FINISH_CHOICES: Final[Mapping[str, bytes]] = MappingProxyType(
+    {
+        reason: b'{"index":0,"delta":{},"logprobs":null,"finish_reason":"' + reason.encode() + b'"}'
+        for reason in ("stop", "length")
+    }
 )
-_FINISH_CHOICES: Final[dict[str, bytes]] = {
-    reason: b'{"index":0,"delta":{},"logprobs":null,"finish_reason":"' + reason.encode() + b'"}'
-    for reason in ("stop", "length")
-}
 DONE_FRAME: Final = b"data: [DONE]\n\n"
 
 

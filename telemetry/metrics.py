@@ -10,6 +10,8 @@ does) and /metrics aggregates every worker's files.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -23,6 +25,17 @@ UNKNOWN = "unknown"
 
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSeries:
+    requests: Any
+    duration: Any
+    overhead: Any
+    prompt_tokens: Any
+    completion_tokens: Any
+    cached_tokens: Any
+    cost: Any
 
 
 class Metrics:
@@ -85,6 +98,27 @@ class Metrics:
             "cutover_stream_errors", "Streams that broke after their first byte reached the client.",
             ["alias", "provider"], registry=r,
         )
+
+        self._series: dict[tuple[str, ...], RequestSeries] = {}
+
+    def request_series(
+        self, endpoint: str, alias: str, provider: str, model: str, status_class: str, stream: bool
+    ) -> RequestSeries:
+        """The labelled children one request updates, cached: `labels()` costs more than the update."""
+        key = (endpoint, alias, provider, model, status_class, "true" if stream else "false")
+        series = self._series.get(key)
+        if series is None:
+            series = RequestSeries(
+                requests=self.requests.labels(endpoint, alias, provider, model, status_class),
+                duration=self.request_duration.labels(endpoint, alias, provider, key[5]),
+                overhead=self.overhead.labels(endpoint, alias),
+                prompt_tokens=self.tokens.labels(alias, provider, model, "prompt"),
+                completion_tokens=self.tokens.labels(alias, provider, model, "completion"),
+                cached_tokens=self.tokens.labels(alias, provider, model, "cached"),
+                cost=self.cost.labels(alias, provider, model),
+            )
+            self._series[key] = series
+        return series
 
     def exposition(self) -> bytes:
         directory = multiprocess_dir()

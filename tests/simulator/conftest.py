@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import pytest_asyncio
 
-# The project is not necessarily pip-installed; make the repo root importable
-# when pytest is launched through the venv's ``pytest`` script.
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from simulator import SimulationSettings, SimulatorServer  # noqa: E402
+from simulator import SimulationSettings, SimulatorServer
 
 SimFactory = Callable[..., Awaitable[SimulatorServer]]
 

@@ -199,7 +199,8 @@ def test_prompt_includes_priming_and_tools() -> None:
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
     prompt = COUNTER.count_prompt({"messages": messages})
     assert prompt == 3 + sum(COUNTER.count_message(m) for m in messages)
-    with_tools = COUNTER.count_prompt({"messages": messages, "tools": [{"type": "function", "function": {"name": "f"}}]})
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    with_tools = COUNTER.count_prompt({"messages": messages, "tools": tools})
     assert with_tools > prompt
     assert COUNTER.count_prompt({}) == 3
 

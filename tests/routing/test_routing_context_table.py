@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from config.schema import ModelRoute
-from routing.context import may_overflow
 from routing.context import fit_oldest_first as fit
+from routing.context import may_overflow
 from routing.table import RouteTable, TargetRef
 
 FRAMING = 3  # routing.context adds this on top of the messages

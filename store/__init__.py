@@ -1,0 +1,7 @@
+"""Runtime state that must survive restarts and be shared by replicas: migrations,
+their audit trail, pooled outcome windows, the controller lease and kill switches.
+
+Two backends behind one small interface (`store.base.Store`): embedded SQLite (the
+default; also shared by the workers of one host) and Redis (shared by replicas).
+`memory` is for tests.
+"""

@@ -1,0 +1,57 @@
+"""The store interface. Values are plain JSON-able dicts; the store never interprets them.
+
+Every state change is a compare-and-set on the migration's version together with the
+audit entries that explain it, so a stale writer is refused and no transition is
+recorded without its reason (or the reverse).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class StoreUnavailable(Exception):
+    """The backing store cannot be reached; callers keep their last known state."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMigration:
+    id: str
+    spec: dict[str, Any]
+    state: dict[str, Any]
+    version: int
+
+
+class Store(Protocol):
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+    async def list_migrations(self) -> list[StoredMigration]: ...
+
+    async def get_migration(self, migration_id: str) -> StoredMigration | None: ...
+
+    async def create_migration(self, migration: StoredMigration, audit: list[dict[str, Any]]) -> bool:
+        """False when a migration with that id exists already."""
+        ...
+
+    async def commit(self, migration: StoredMigration, expected_version: int, audit: list[dict[str, Any]]) -> bool:
+        """Replace the migration if its stored version is `expected_version`; append `audit` with it."""
+        ...
+
+    async def audit(self, migration_id: str) -> list[dict[str, Any]]: ...
+
+    async def put_window(self, migration_id: str, step_key: str, replica: str, data: dict[str, Any]) -> None:
+        """Each replica writes its own cumulative window; readers merge all of them."""
+        ...
+
+    async def windows(self, migration_id: str, step_key: str) -> list[dict[str, Any]]: ...
+
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take or renew a lease; True while `holder` owns it."""
+        ...
+
+    async def set_kill_switch(self, alias: str, on: bool) -> None: ...
+
+    async def kill_switches(self) -> set[str]: ...

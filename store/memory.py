@@ -1,0 +1,88 @@
+"""In-process store for tests and single-process experiments."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from typing import Any
+
+from store.base import StoredMigration
+
+
+class MemoryStore:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._migrations: dict[str, StoredMigration] = {}
+        self._audit: dict[str, list[dict[str, Any]]] = {}
+        self._windows: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._kills: set[str] = set()
+        self.available = True
+
+    def _check(self) -> None:
+        from store.base import StoreUnavailable
+
+        if not self.available:
+            raise StoreUnavailable("memory store switched off")
+
+    async def ping(self) -> bool:
+        return self.available
+
+    async def close(self) -> None:
+        return None
+
+    async def list_migrations(self) -> list[StoredMigration]:
+        self._check()
+        return [copy.deepcopy(m) for m in self._migrations.values()]
+
+    async def get_migration(self, migration_id: str) -> StoredMigration | None:
+        self._check()
+        found = self._migrations.get(migration_id)
+        return copy.deepcopy(found) if found else None
+
+    async def create_migration(self, migration: StoredMigration, audit: list[dict[str, Any]]) -> bool:
+        self._check()
+        if migration.id in self._migrations:
+            return False
+        self._migrations[migration.id] = copy.deepcopy(migration)
+        self._audit[migration.id] = copy.deepcopy(audit)
+        return True
+
+    async def commit(self, migration: StoredMigration, expected_version: int, audit: list[dict[str, Any]]) -> bool:
+        self._check()
+        current = self._migrations.get(migration.id)
+        if current is None or current.version != expected_version:
+            return False
+        self._migrations[migration.id] = copy.deepcopy(migration)
+        self._audit.setdefault(migration.id, []).extend(copy.deepcopy(audit))
+        return True
+
+    async def audit(self, migration_id: str) -> list[dict[str, Any]]:
+        self._check()
+        return copy.deepcopy(self._audit.get(migration_id, []))
+
+    async def put_window(self, migration_id: str, step_key: str, replica: str, data: dict[str, Any]) -> None:
+        self._check()
+        self._windows.setdefault((migration_id, step_key), {})[replica] = copy.deepcopy(data)
+
+    async def windows(self, migration_id: str, step_key: str) -> list[dict[str, Any]]:
+        self._check()
+        return copy.deepcopy(list(self._windows.get((migration_id, step_key), {}).values()))
+
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        self._check()
+        now = self._clock()
+        current = self._leases.get(name)
+        if current is None or current[0] == holder or current[1] <= now:
+            self._leases[name] = (holder, now + ttl_s)
+            return True
+        return False
+
+    async def set_kill_switch(self, alias: str, on: bool) -> None:
+        self._check()
+        (self._kills.add if on else self._kills.discard)(alias)
+
+    async def kill_switches(self) -> set[str]:
+        self._check()
+        return set(self._kills)

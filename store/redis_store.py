@@ -1,0 +1,127 @@
+"""Redis store, shared by gateway replicas.
+
+Keys live under one prefix. A migration is a hash {spec, state, version}; a commit is
+a Lua compare-and-set that also appends the audit entries, so the two never diverge.
+Every Redis error surfaces as StoreUnavailable: replicas then keep serving with the
+state they last saw.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from store.base import StoredMigration, StoreUnavailable
+
+_COMMIT = """
+local current = redis.call('HGET', KEYS[1], 'version')
+if not current or tonumber(current) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'spec', ARGV[2], 'state', ARGV[3], 'version', ARGV[4])
+for i = 5, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+return 1
+"""
+
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'spec', ARGV[1], 'state', ARGV[2], 'version', ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
+for i = 5, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+return 1
+"""
+
+_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+
+class RedisStore:
+    def __init__(self, url: str, prefix: str = "cutover", timeout_s: float = 1.0) -> None:
+        self._redis = aioredis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
+        )
+        self._p = prefix
+        self._commit = self._redis.register_script(_COMMIT)
+        self._create = self._redis.register_script(_CREATE)
+        self._lease = self._redis.register_script(_LEASE)
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self._p, *parts))
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def _call(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis store: {type(exc).__name__}") from None
+
+    async def list_migrations(self) -> list[StoredMigration]:
+        ids = await self._call(self._redis.smembers(self._key("migrations")))
+        found = [await self.get_migration(i.decode()) for i in sorted(ids)]
+        return [m for m in found if m is not None]
+
+    async def get_migration(self, migration_id: str) -> StoredMigration | None:
+        data = await self._call(self._redis.hgetall(self._key("migration", migration_id)))
+        if not data:
+            return None
+        return StoredMigration(
+            id=migration_id, spec=orjson.loads(data[b"spec"]), state=orjson.loads(data[b"state"]),
+            version=int(data[b"version"]),
+        )
+
+    async def create_migration(self, migration: StoredMigration, audit: list[dict[str, Any]]) -> bool:
+        result = await self._call(self._create(
+            keys=[self._key("migration", migration.id), self._key("audit", migration.id), self._key("migrations")],
+            args=[orjson.dumps(migration.spec), orjson.dumps(migration.state), migration.version, migration.id,
+                  *(orjson.dumps(e) for e in audit)],
+        ))
+        return bool(result)
+
+    async def commit(self, migration: StoredMigration, expected_version: int, audit: list[dict[str, Any]]) -> bool:
+        result = await self._call(self._commit(
+            keys=[self._key("migration", migration.id), self._key("audit", migration.id)],
+            args=[expected_version, orjson.dumps(migration.spec), orjson.dumps(migration.state), migration.version,
+                  *(orjson.dumps(e) for e in audit)],
+        ))
+        return bool(result)
+
+    async def audit(self, migration_id: str) -> list[dict[str, Any]]:
+        rows = await self._call(self._redis.lrange(self._key("audit", migration_id), 0, -1))
+        return [orjson.loads(r) for r in rows]
+
+    async def put_window(self, migration_id: str, step_key: str, replica: str, data: dict[str, Any]) -> None:
+        key = self._key("window", migration_id, step_key)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hset(key, replica, orjson.dumps(data))
+        # Old steps' windows expire on their own; a day outlives any analysis of them.
+        pipe.expire(key, 86_400 * 7)
+        await self._call(pipe.execute())
+
+    async def windows(self, migration_id: str, step_key: str) -> list[dict[str, Any]]:
+        rows = await self._call(self._redis.hvals(self._key("window", migration_id, step_key)))
+        return [orjson.loads(r) for r in rows]
+
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        result = await self._call(self._lease(keys=[self._key("lease", name)], args=[holder, int(ttl_s * 1000)]))
+        return bool(result)
+
+    async def set_kill_switch(self, alias: str, on: bool) -> None:
+        key = self._key("kill_switches")
+        await self._call(self._redis.sadd(key, alias) if on else self._redis.srem(key, alias))
+
+    async def kill_switches(self) -> set[str]:
+        rows = await self._call(self._redis.smembers(self._key("kill_switches")))
+        return {r.decode() for r in rows}

@@ -74,9 +74,10 @@ def final_error(exc: ProviderError | None, alias: str) -> GatewayError:
     if isinstance(exc, UpstreamStatusError):
         if exc.status == 429:
             wait = exc.retry_after_s if exc.retry_after_s is not None else 1.0
+            seconds = max(1, math.ceil(wait))
             return RateLimited(
-                f"The upstream providers for '{alias}' are rate-limiting requests; retry after {math.ceil(wait)} s.",
-                headers={"retry-after": str(max(1, math.ceil(wait)))},
+                f"The upstream providers for '{alias}' are rate-limiting requests; retry after {seconds} s.",
+                headers={"retry-after": str(seconds)},
             )
         if exc.status in (401, 403):
             return BadGateway(f"The upstream provider for '{alias}' rejected the gateway's credentials.")
@@ -197,8 +198,11 @@ class Dispatcher:
     def _record_failure(self, target: TargetRef, exc: ProviderError, elapsed: float) -> None:
         self._metrics.upstream_errors.labels(target.provider, target.model, exc.kind).inc()
         self._metrics.upstream_duration.labels(target.provider, target.model, "error").observe(elapsed)
-        # A client's own bad request says nothing about the target's health.
-        if not _is_client_fault(exc) and self._breakers.record_failure(target.key):
+        if _is_client_fault(exc):
+            # The target answered sensibly to a bad request: it is healthy (this also
+            # settles a half-open trial instead of leaving it pending).
+            self._breakers.record_success(target.key)
+        elif self._breakers.record_failure(target.key):
             self._metrics.cooldowns.labels(target.provider, target.model).inc()
 
     def _count_retry(self, target: TargetRef, exc: ProviderError) -> None:

@@ -39,12 +39,16 @@ def usage_from_openai(usage: Mapping[str, Any] | None) -> Usage | None:
     if not isinstance(usage, Mapping):
         return None
     prompt = usage.get("prompt_tokens")
-    completion = usage.get("completion_tokens", 0)
-    if not isinstance(prompt, int) or not isinstance(completion, int):
+    completion = usage.get("completion_tokens") or 0
+    if not _is_count(prompt) or not _is_count(completion):
         return None
     details = usage.get("prompt_tokens_details")
     cached = details.get("cached_tokens", 0) if isinstance(details, Mapping) else 0
-    return Usage(prompt, completion, cached if isinstance(cached, int) else 0)
+    return Usage(prompt, completion, cached if _is_count(cached) else 0)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class PriceBook:

@@ -13,7 +13,6 @@ from pydantic import SecretStr
 from config.loader import ConfigError, format_path, interpolate, load_config, parse_config
 from config.schema import GatewayConfig
 
-REPO = Path(__file__).resolve().parents[2]
 GOOD_HASH = "sha256:" + "ab" * 32
 
 
@@ -492,3 +491,12 @@ def test_empty_file_is_not_a_mapping(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path, env={})
     assert caught.value.problems == ["(root): the config must be a mapping"]
+
+
+def test_explicit_nulls_mean_absent() -> None:
+    raw = base()
+    raw["providers"]["sim"]["base_url"] = None
+    raw["auth"]["keys"].append({"name": "env", "hash": None, "key_env": "K"})
+    config = parse_config(raw, env={"K": "sk-k"})
+    assert config.providers["sim"].base_url is None
+    assert config.auth.keys[1].hash == "sha256:" + hashlib.sha256(b"sk-k").hexdigest()

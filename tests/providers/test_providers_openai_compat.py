@@ -412,3 +412,50 @@ async def test_abort_breaks_a_pending_stream(upstream: Upstream, provider: OpenA
     with pytest.raises(UpstreamStreamBroken):
         await events.__anext__()
     await stream.aclose()
+
+
+# --- malformed HTTP, from a raw socket server ------------------------------------------
+
+
+async def _send_to_raw_server(raw: bytes) -> None:
+    """Answer the request with exactly `raw` and hang up; aiohttp.web would never send such bytes."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        writer.write(raw)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = make_provider(f"http://127.0.0.1:{port}/v1")
+    await client.start()
+    try:
+        await client.send(CHAT)
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_truncated_body_is_protocol_error() -> None:
+    raw = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"id\":"
+    with pytest.raises(UpstreamProtocolError, match="truncated"):
+        await _send_to_raw_server(raw)
+
+
+async def test_malformed_status_line_is_protocol_error() -> None:
+    with pytest.raises(UpstreamProtocolError, match="malformed"):
+        await _send_to_raw_server(b"NONSENSE\r\n\r\n")
+
+
+async def test_hang_up_without_answer_is_connect_error() -> None:
+    with pytest.raises(UpstreamConnectError):
+        await _send_to_raw_server(b"")
+
+
+def test_unexpected_exception_maps_to_protocol_error() -> None:
+    client = make_provider("http://127.0.0.1:1/v1")
+    mapped = client._map_exception(ValueError("odd"))
+    assert isinstance(mapped, UpstreamProtocolError)
+    assert "ValueError" in str(mapped)

@@ -113,6 +113,8 @@ def test_usage_total_and_addition() -> None:
         ({"prompt_tokens": 10, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": "4"}},
          Usage(10, 5, 0)),
         ({"prompt_tokens": 10, "completion_tokens": 5, "prompt_tokens_details": []}, Usage(10, 5, 0)),
+        # Some upstreams send null for an embeddings-like answer with no completion.
+        ({"prompt_tokens": 10, "completion_tokens": None}, Usage(10, 0, 0)),
         ({"prompt_tokens": 10, "completion_tokens": 5, "prompt_tokens_details": {}}, Usage(10, 5, 0)),
     ],
 )
@@ -132,7 +134,8 @@ def test_usage_from_openai(raw: dict[str, Any], expected: Usage) -> None:
         {"completion_tokens": 5},
         {"prompt_tokens": "10", "completion_tokens": 5},
         {"prompt_tokens": 10.0, "completion_tokens": 5},
-        {"prompt_tokens": 10, "completion_tokens": None},
+        {"prompt_tokens": True, "completion_tokens": 5},
+        {"prompt_tokens": -1, "completion_tokens": 5},
         {"prompt_tokens": 10, "completion_tokens": "5"},
     ],
 )

@@ -151,3 +151,11 @@ async def test_loop_does_not_retry_client_errors() -> None:
     assert raised is error
     assert calls == 1
     assert sleeps == []
+
+
+def test_successful_outcome_has_no_hint() -> None:
+    state = RetryCallState(retry_object=AsyncRetrying(), fn=None, args=(), kwargs={})
+    state.attempt_number = 2
+    state.set_result("fine")
+    assert build_wait(CONFIG)(state) == pytest.approx(0.2)
+    assert not build_stop(CONFIG)(state)

@@ -1,0 +1,377 @@
+"""Dispatcher: retries on a target, fallback across targets, breakers, and the final error mapping.
+
+Providers are in-memory fakes that play a script of outcomes; sleeping is recorded, never done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from config.schema import RetryConfig
+from gateway.dispatch import Dispatcher, final_error
+from gateway.errors import (
+    BadGateway,
+    ContextLengthExceeded,
+    GatewayError,
+    GatewayTimeout,
+    RateLimited,
+    ServiceUnavailable,
+    UpstreamPassthrough,
+)
+from providers.base import (
+    ProviderError,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamReply,
+    UpstreamRequest,
+    UpstreamStatusError,
+    UpstreamStreamBroken,
+    UpstreamTimeout,
+)
+from routing.breaker import CircuitBreakers
+from routing.table import Route, TargetRef
+from telemetry.metrics import Metrics
+
+ALIAS = "gpt-4"
+A = TargetRef("a", "model-a")
+B = TargetRef("b", "model-b")
+C = TargetRef("c", "model-c")
+RETRY = RetryConfig(
+    max_attempts_per_target=3, initial_backoff_s=0.1, max_backoff_s=1.0, jitter_s=0.0, retry_after_cap_s=5.0
+)
+OK = "ok"
+
+
+class FakeStream:
+    async def events(self) -> AsyncIterator[bytes]:
+        yield b"[DONE]"
+
+    def abort(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+class FakeProvider:
+    """Plays `script` in order, one entry per call: an exception is raised, OK answers."""
+
+    def __init__(self, name: str, script: list[ProviderError | str]) -> None:
+        self.name = name
+        self.script = list(script)
+        self.requests: list[UpstreamRequest] = []
+        self.stream = FakeStream()
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def _next(self, request: UpstreamRequest) -> None:
+        self.requests.append(request)
+        assert self.script, f"provider {self.name} called more often than scripted"
+        outcome = self.script.pop(0)
+        if isinstance(outcome, ProviderError):
+            raise outcome
+
+    async def send(self, request: UpstreamRequest) -> UpstreamReply:
+        self._next(request)
+        return UpstreamReply(status=200, body=b'{"id": "x"}', content_type="application/json", data={"id": "x"})
+
+    async def open_stream(self, request: UpstreamRequest) -> FakeStream:
+        self._next(request)
+        return self.stream
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Harness:
+    def __init__(self, scripts: dict[str, list[ProviderError | str]], *, threshold: int = 5,
+                 retry: RetryConfig = RETRY) -> None:
+        self.providers = {name: FakeProvider(name, script) for name, script in scripts.items()}
+        self.clock = FakeClock()
+        self.breakers = CircuitBreakers(threshold, 30.0, clock=self.clock)
+        self.metrics = Metrics()
+        self.sleeps: list[float] = []
+        self.dispatcher = Dispatcher(self.providers, self.breakers, retry, self.metrics, sleep=self.fake_sleep)
+
+    async def fake_sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+    async def serve(self, *targets: TargetRef, stream: bool = False, prepare: Any = None) -> Any:
+        route = Route(ALIAS, tuple(targets), "error")
+        return await self.dispatcher.serve(
+            route, "/chat/completions", "req-1", stream, prepare or (lambda t: {"model": t.model})
+        )
+
+    def calls(self, name: str) -> int:
+        return len(self.providers[name].requests)
+
+    def sample(self, metric: str, **labels: str) -> float | None:
+        value: float | None = self.metrics.registry.get_sample_value(metric, labels)
+        return value
+
+
+def status(code: int, retry_after: float | None = None, body: bytes = b'{"error": {}}') -> UpstreamStatusError:
+    return UpstreamStatusError(code, body, retry_after)
+
+
+async def test_first_target_success() -> None:
+    h = Harness({"a": [OK], "b": []})
+    served = await h.serve(A, B)
+    assert served.target == A
+    assert served.payload == {"model": "model-a"}
+    assert served.reply is not None and served.reply.data == {"id": "x"}
+    assert served.stream is None
+    assert served.attempts == 1
+    assert h.sleeps == []
+    [request] = h.providers["a"].requests
+    assert request.path == "/chat/completions"
+    assert request.request_id == "req-1"
+    assert request.payload == {"model": "model-a"}
+    assert h.sample("cutover_upstream_duration_seconds_count", provider="a", model="model-a", outcome="ok") == 1
+
+
+async def test_stream_uses_open_stream() -> None:
+    h = Harness({"a": [UpstreamStreamBroken("x"), OK]})
+    served = await h.serve(A, stream=True)
+    assert served.reply is None
+    assert served.stream is h.providers["a"].stream
+    assert served.attempts == 2
+    assert all(r.stream for r in h.providers["a"].requests)
+
+
+async def test_retries_then_success() -> None:
+    h = Harness({"a": [UpstreamTimeout("x"), status(500), OK]})
+    served = await h.serve(A)
+    assert served.target == A
+    assert served.attempts == 3
+    assert h.sleeps == pytest.approx([0.1, 0.2])
+    assert h.sample("cutover_upstream_retries_total", provider="a", model="model-a", reason="timeout") == 1
+    assert h.sample("cutover_upstream_retries_total", provider="a", model="model-a", reason="http_5xx") == 1
+    assert h.sample("cutover_upstream_errors_total", provider="a", model="model-a", reason="timeout") == 1
+    assert h.sample("cutover_upstream_errors_total", provider="a", model="model-a", reason="http_5xx") == 1
+    assert h.sample("cutover_upstream_duration_seconds_count", provider="a", model="model-a", outcome="error") == 2
+    assert h.breakers.state(A.key) == "closed"
+
+
+async def test_retry_after_is_honoured() -> None:
+    h = Harness({"a": [status(429, retry_after=2.5), OK]})
+    await h.serve(A)
+    assert h.sleeps == [2.5]
+
+
+async def test_fallback_in_order_after_retries_exhausted() -> None:
+    h = Harness({"a": [UpstreamConnectError("x")] * 3, "b": [status(502)] * 3, "c": [OK]})
+    served = await h.serve(A, B, C)
+    assert served.target == C
+    assert served.payload == {"model": "model-c"}
+    assert served.attempts == 7
+    assert (h.calls("a"), h.calls("b"), h.calls("c")) == (3, 3, 1)
+    assert h.sample("cutover_fallbacks_total", alias=ALIAS, provider="a", model="model-a") == 1
+    assert h.sample("cutover_fallbacks_total", alias=ALIAS, provider="b", model="model-b") == 1
+    assert h.sample("cutover_fallbacks_total", alias=ALIAS, provider="c", model="model-c") is None
+    assert h.sample("cutover_upstream_retries_total", provider="a", model="model-a", reason="connect") == 2
+
+
+async def test_cooling_target_is_skipped() -> None:
+    h = Harness({"a": [], "b": [OK]}, threshold=2)
+    h.breakers.record_failure(A.key)
+    h.breakers.record_failure(A.key)
+    served = await h.serve(A, B)
+    assert served.target == B
+    assert h.calls("a") == 0
+    # A target never tried is not something the request "fell back" from.
+    assert h.sample("cutover_fallbacks_total", alias=ALIAS, provider="a", model="model-a") is None
+
+
+async def test_half_open_trial_success_closes() -> None:
+    h = Harness({"a": [OK]}, threshold=1)
+    h.breakers.record_failure(A.key)
+    h.clock.now = 30.0
+    served = await h.serve(A, B)
+    assert served.target == A
+    assert h.breakers.state(A.key) == "closed"
+
+
+async def test_breaker_opening_stops_retries_on_that_target() -> None:
+    h = Harness({"a": [status(500), status(500)], "b": [OK]}, threshold=2)
+    served = await h.serve(A, B)
+    assert served.target == B
+    # The second failure opened the circuit, so the third attempt went elsewhere.
+    assert h.calls("a") == 2
+    assert h.sleeps == pytest.approx([0.1])
+    assert h.breakers.state(A.key) == "open"
+    assert h.sample("cutover_cooldowns_total", provider="a", model="model-a") == 1
+
+
+async def test_upstream_4xx_passed_through_without_retry_or_fallback() -> None:
+    body = b'{"error": {"message": "max_tokens too large", "param": "max_tokens"}}'
+    h = Harness({"a": [status(400, body=body)], "b": []}, threshold=1)
+    with pytest.raises(UpstreamPassthrough) as caught:
+        await h.serve(A, B)
+    assert caught.value.status == 400
+    assert caught.value.body == body
+    assert (h.calls("a"), h.calls("b")) == (1, 0)
+    assert h.sleeps == []
+    # The client's bad request says nothing about the target's health.
+    assert h.breakers.state(A.key) == "closed"
+    assert h.sample("cutover_cooldowns_total", provider="a", model="model-a") is None
+    assert h.sample("cutover_upstream_errors_total", provider="a", model="model-a", reason="http_4xx") == 1
+
+
+@pytest.mark.parametrize("code", [404, 413, 422])
+async def test_other_client_faults_pass_through(code: int) -> None:
+    h = Harness({"a": [status(code)]})
+    with pytest.raises(UpstreamPassthrough) as caught:
+        await h.serve(A)
+    assert caught.value.status == code
+
+
+@pytest.mark.parametrize("code", [401, 403])
+async def test_upstream_auth_failure_falls_back_without_retry(code: int) -> None:
+    h = Harness({"a": [status(code)], "b": [OK]})
+    served = await h.serve(A, B)
+    assert served.target == B
+    assert h.calls("a") == 1
+    assert h.sleeps == []
+
+
+@pytest.mark.parametrize("code", [401, 403])
+async def test_upstream_auth_failure_is_bad_gateway(code: int) -> None:
+    h = Harness({"a": [status(code)]})
+    with pytest.raises(BadGateway) as caught:
+        await h.serve(A)
+    assert "credentials" in caught.value.message
+
+
+async def test_all_targets_rate_limited_gives_429_with_retry_after() -> None:
+    h = Harness({"a": [status(429, retry_after=1.2)] * 3, "b": [status(429)] * 3})
+    with pytest.raises(RateLimited) as caught:
+        await h.serve(A, B)
+    err = caught.value
+    assert err.status == 429
+    # The last target's answer had no Retry-After: a one-second hint is given anyway.
+    assert err.headers == {"retry-after": "1"}
+    assert h.sleeps == pytest.approx([1.2, 1.2, 0.1, 0.2])
+    assert h.sample("cutover_upstream_retries_total", provider="a", model="model-a", reason="rate_limited") == 2
+
+
+async def test_retry_after_over_cap_moves_on_at_once() -> None:
+    h = Harness({"a": [status(429, retry_after=60.0)]})
+    with pytest.raises(RateLimited) as caught:
+        await h.serve(A)
+    assert h.calls("a") == 1
+    assert h.sleeps == []
+    assert caught.value.headers == {"retry-after": "60"}
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (UpstreamTimeout("x"), GatewayTimeout),
+        (UpstreamConnectError("x"), ServiceUnavailable),
+        (UpstreamProtocolError("x"), BadGateway),
+        (UpstreamStreamBroken("x"), BadGateway),
+        (status(500), BadGateway),
+        (status(503), ServiceUnavailable),
+        (status(408), GatewayTimeout),
+    ],
+)
+async def test_final_error_after_retries(error: ProviderError, expected: type[GatewayError]) -> None:
+    h = Harness({"a": [error] * 3})
+    with pytest.raises(expected):
+        await h.serve(A)
+    assert h.calls("a") == 3
+
+
+async def test_final_error_comes_from_last_target() -> None:
+    h = Harness({"a": [UpstreamTimeout("x")] * 3, "b": [UpstreamConnectError("x")] * 3})
+    with pytest.raises(ServiceUnavailable):
+        await h.serve(A, B)
+
+
+async def test_all_targets_cooling() -> None:
+    h = Harness({"a": [], "b": []}, threshold=1)
+    h.breakers.record_failure(A.key)
+    h.breakers.record_failure(B.key)
+    with pytest.raises(ServiceUnavailable) as caught:
+        await h.serve(A, B)
+    assert caught.value.headers == {"retry-after": "1"}
+    assert "cooling down" in caught.value.message
+    assert (h.calls("a"), h.calls("b")) == (0, 0)
+
+
+async def test_context_overflow_on_one_target_uses_the_next() -> None:
+    def prepare(target: TargetRef) -> dict[str, Any]:
+        if target == A:
+            raise ContextLengthExceeded("too long for a")
+        return {"model": target.model}
+
+    h = Harness({"a": [], "b": [OK]})
+    served = await h.serve(A, B, prepare=prepare)
+    assert served.target == B
+    assert h.calls("a") == 0
+
+
+async def test_context_overflow_everywhere_is_reported() -> None:
+    def prepare(target: TargetRef) -> dict[str, Any]:
+        raise ContextLengthExceeded(f"too long for {target.provider}")
+
+    h = Harness({"a": [], "b": []})
+    with pytest.raises(ContextLengthExceeded) as caught:
+        await h.serve(A, B, prepare=prepare)
+    # The first target's message is the one shown: it is the alias's primary model.
+    assert caught.value.message == "too long for a"
+
+
+async def test_upstream_failure_beats_overflow_in_final_error() -> None:
+    def prepare(target: TargetRef) -> dict[str, Any]:
+        if target == B:
+            raise ContextLengthExceeded("too long for b")
+        return {"model": target.model}
+
+    h = Harness({"a": [UpstreamTimeout("x")] * 3, "b": []})
+    with pytest.raises(GatewayTimeout):
+        await h.serve(A, B, prepare=prepare)
+
+
+@pytest.mark.parametrize(
+    ("error", "cls", "headers"),
+    [
+        (status(429, retry_after=2.2), RateLimited, {"retry-after": "3"}),
+        (status(429, retry_after=0.0), RateLimited, {"retry-after": "1"}),
+        (status(429), RateLimited, {"retry-after": "1"}),
+        (status(401), BadGateway, {}),
+        (status(403), BadGateway, {}),
+        (status(408), GatewayTimeout, {}),
+        (status(500), BadGateway, {}),
+        (status(502), BadGateway, {}),
+        (status(503), ServiceUnavailable, {}),
+        (UpstreamTimeout("x"), GatewayTimeout, {}),
+        (UpstreamConnectError("x"), ServiceUnavailable, {}),
+        (UpstreamProtocolError("x"), BadGateway, {}),
+        (UpstreamStreamBroken("x"), BadGateway, {}),
+        (None, BadGateway, {}),
+    ],
+)
+def test_final_error_mapping(error: ProviderError | None, cls: type[GatewayError], headers: dict[str, str]) -> None:
+    err = final_error(error, ALIAS)
+    assert type(err) is cls
+    assert err.headers == headers
+    assert ALIAS in err.message
+
+
+def test_rate_limited_message_matches_header() -> None:
+    err = final_error(status(429, retry_after=0.0), ALIAS)
+    assert f"retry after {err.headers['retry-after']} s" in err.message

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from config.schema import GatewayConfig
 from gateway.api import router
 from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
-from gateway.http import JSONBytes, Receive, Scope, Send, send_error
+from gateway.http import JSONBytes, Message, Receive, Scope, Send, new_request_id, send_error
 from gateway.proxy import ProxyEndpoint
 from gateway.state import GatewayState
 from telemetry.metrics import Metrics
@@ -88,9 +88,26 @@ class CutoverApp:
                 if scope["method"] == "POST":
                     await handler(scope, receive, send)
                 else:
-                    await send_error(send, MethodNotAllowed("Use POST for this endpoint."), [(b"allow", b"POST")])
+                    await send_error(
+                        send, MethodNotAllowed("Use POST for this endpoint."),
+                        [(b"allow", b"POST"), (b"x-request-id", new_request_id().encode())],
+                    )
                 return
+            await self.fastapi(scope, receive, _with_request_id(send))
+            return
         await self.fastapi(scope, receive, send)
+
+
+def _with_request_id(send: Send) -> Send:
+    """Every answer carries an x-request-id, errors from the FastAPI routes included."""
+    request_id = new_request_id().encode()
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+        await send(message)
+
+    return wrapped
 
 
 def create_app(config: GatewayConfig, metrics: Metrics | None = None) -> CutoverApp:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -28,6 +29,10 @@ class JSONBytes(JSONResponse):
 
 class ClientDisconnected(Exception):
     """The client went away before its request was read."""
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:

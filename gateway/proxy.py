@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -31,6 +30,7 @@ from gateway.http import (
     Scope,
     Send,
     header,
+    new_request_id,
     read_body,
     send_error,
     send_response,
@@ -83,7 +83,7 @@ class ProxyEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.state
-        ex = Exchange(request_id="req_" + uuid.uuid4().hex, started=time.perf_counter())
+        ex = Exchange(request_id=new_request_id(), started=time.perf_counter())
         base_headers: Headers = [(b"x-request-id", ex.request_id.encode())]
         in_flight = self._in_flight
         in_flight.inc()

@@ -7,11 +7,16 @@ listening socket; their metrics meet in PROMETHEUS_MULTIPROC_DIR.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from config.loader import load_config
 from gateway.app import CutoverApp, create_app
@@ -32,24 +37,46 @@ def serve(config_path: str, host: str, port: int, workers: int, grace_s: float) 
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiproc_dir = tempfile.mkdtemp(prefix="cutover-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
+    config = uvicorn.Config(
+        "gateway.server:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop" if _has_uvloop() else "asyncio",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=int(grace_s) if grace_s else None,
+        timeout_keep_alive=30,
+    )
     try:
-        uvicorn.run(
-            "gateway.server:app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            loop="uvloop" if _has_uvloop() else "asyncio",
-            http="httptools",
-            lifespan="on",
-            access_log=False,
-            log_level="warning",
-            timeout_graceful_shutdown=int(grace_s) if grace_s else None,
-            timeout_keep_alive=30,
-        )
+        if workers > 1:
+            sock = config.bind_socket()
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            _GracefulServer(config).run()
     finally:
         if multiproc_dir:
             shutil.rmtree(multiproc_dir, ignore_errors=True)
+
+
+class _GracefulServer(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after its graceful shutdown, so a clean stop would exit
+    with -15; a finished graceful shutdown is a success, and exits 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _has_uvloop() -> bool:

@@ -199,6 +199,13 @@ class SSEStream:
     async def prime(self) -> None:
         """Read up to the first event, so a failure before any byte reaches the client can still fail over."""
         self._first = await self._read_batch()
+        # A 200 whose first event is not JSON is garbage, not a stream. Rejecting it
+        # here, before any byte reaches the client, lets the dispatcher retry or fall back.
+        if self._first[0] != _DONE:
+            try:
+                orjson.loads(self._first[0])
+            except orjson.JSONDecodeError:
+                raise UpstreamProtocolError(f"provider '{self._provider}' sent an undecodable event") from None
 
     async def _read_batch(self) -> list[bytes]:
         content = self._resp.content

@@ -70,7 +70,10 @@ class TokenCounter:
     def count_message(self, message: Any) -> int:
         if not isinstance(message, dict):
             return 0
+        role = message.get("role")
         total = _PER_MESSAGE + self.count_content(message.get("content"))
+        if isinstance(role, str):
+            total += self.count_text(role)
         if isinstance(message.get("name"), str):
             total += _PER_NAME + self.count_text(message["name"])
         if message.get("tool_calls"):

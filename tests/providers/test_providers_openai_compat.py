@@ -337,14 +337,14 @@ async def test_stream_closed_before_done_is_broken(upstream: Upstream, provider:
 async def test_unterminated_last_event_is_delivered_then_broken(
     upstream: Upstream, provider: OpenAICompatProvider
 ) -> None:
-    upstream.handler = sse([b"data: first\n\n", b"data: partial"])
+    upstream.handler = sse([b'data: {"n": 1}\n\n', b"data: partial"])
     stream = await provider.open_stream(STREAM)
     seen: list[bytes] = []
     with pytest.raises(UpstreamStreamBroken):
         async for event in stream.events():
             seen.append(event)
     await stream.aclose()
-    assert seen == [b"first", b"partial"]
+    assert seen == [b'{"n": 1}', b"partial"]
 
 
 async def test_stream_closed_before_first_event_fails_on_open(
@@ -388,7 +388,7 @@ async def test_stream_first_event_bounded_by_total(upstream: Upstream) -> None:
 
 
 async def test_stream_stall_mid_stream_is_timeout(upstream: Upstream) -> None:
-    upstream.handler = sse([b"data: first\n\n"], hang_after=True, release=upstream.release)
+    upstream.handler = sse([b'data: {"n": 1}\n\n'], hang_after=True, release=upstream.release)
     client = make_provider(upstream.base_url, read=0.2, total=5.0)
     await client.start()
     try:
@@ -398,16 +398,16 @@ async def test_stream_stall_mid_stream_is_timeout(upstream: Upstream) -> None:
             async for event in stream.events():
                 seen.append(event)
         await stream.aclose()
-        assert seen == [b"first"]
+        assert seen == [b'{"n": 1}']
     finally:
         await client.close()
 
 
 async def test_abort_breaks_a_pending_stream(upstream: Upstream, provider: OpenAICompatProvider) -> None:
-    upstream.handler = sse([b"data: first\n\n"], hang_after=True, release=upstream.release)
+    upstream.handler = sse([b'data: {"n": 1}\n\n'], hang_after=True, release=upstream.release)
     stream = await provider.open_stream(STREAM)
     events = stream.events()
-    assert await events.__anext__() == b"first"
+    assert await events.__anext__() == b'{"n": 1}'
     stream.abort()
     with pytest.raises(UpstreamStreamBroken):
         await events.__anext__()

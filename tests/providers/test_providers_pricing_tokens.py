@@ -189,7 +189,8 @@ def test_content_parts() -> None:
 
 def test_message_framing_name_and_tool_calls() -> None:
     base = COUNTER.count_message({"role": "user", "content": "hi"})
-    assert base == 3 + COUNTER.count_text("hi")
+    # OpenAI's accounting: framing, the role's own tokens, then the content.
+    assert base == 3 + COUNTER.count_text("user") + COUNTER.count_text("hi")
     assert COUNTER.count_message({"role": "user", "content": "hi", "name": "bob"}) == base + 1 + COUNTER.count_text(
         "bob"
     )

@@ -1,0 +1,186 @@
+"""Comparing a primary answer with its shadow copy (pure).
+
+Both sides are reduced to an `AnswerSummary` first (status, timings, usage, cost,
+finish reason, text, tool-call names), from a parsed chat completion or from the
+chunks of a stream. `compare` then says where they agree: status and finish-reason
+parity, exact and normalised text match, a cheap similarity score, JSON-validity
+parity when the request asked for JSON, tool-call name parity, and the latency,
+time-to-first-token, token and cost deltas (shadow minus primary).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from difflib import SequenceMatcher
+from typing import Any
+
+import orjson
+
+_SPACE = re.compile(r"\s+")
+_PUNCT_EDGE = re.compile(r"^[\W_]+|[\W_]+$")
+# Similarity is a guide, not a verdict; beyond this many characters the quadratic
+# matcher costs more than its answer is worth, so only the heads are compared.
+_SIMILARITY_CHARS = 4000
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerSummary:
+    status: int
+    latency_s: float
+    ttft_s: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_micros: int = 0
+    finish_reason: str | None = None
+    text: str = ""
+    tool_names: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    status_match: bool
+    finish_match: bool
+    exact_match: bool
+    normalised_match: bool
+    similarity: float
+    json_parity: bool | None
+    tools_match: bool
+    latency_delta_s: float
+    ttft_delta_s: float | None
+    token_delta: int
+    cost_delta_micros: int
+
+    @property
+    def agrees(self) -> bool:
+        """The headline agreement figure: same status, and the same answer up to formatting."""
+        return self.status_match and self.normalised_match and self.tools_match and self.json_parity is not False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "agrees": self.agrees}
+
+
+def normalise(text: str) -> str:
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return _PUNCT_EDGE.sub("", _SPACE.sub(" ", folded).strip())
+
+
+def similarity(a: str, b: str) -> float:
+    if a == b:
+        return 1.0
+    if not a or not b:
+        return 0.0
+    return SequenceMatcher(None, a[:_SIMILARITY_CHARS], b[:_SIMILARITY_CHARS], autojunk=False).ratio()
+
+
+def _is_json(text: str) -> bool:
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def wants_json(request: Mapping[str, Any]) -> bool:
+    response_format = request.get("response_format")
+    return isinstance(response_format, Mapping) and response_format.get("type") in ("json_object", "json_schema")
+
+
+def compare(primary: AnswerSummary, shadow: AnswerSummary, json_requested: bool) -> Comparison:
+    both_ok = primary.ok and shadow.ok
+    ttft_delta = (
+        shadow.ttft_s - primary.ttft_s if shadow.ttft_s is not None and primary.ttft_s is not None else None
+    )
+    return Comparison(
+        status_match=primary.ok == shadow.ok and (both_ok or primary.status == shadow.status),
+        finish_match=primary.finish_reason == shadow.finish_reason,
+        exact_match=both_ok and primary.text == shadow.text,
+        normalised_match=both_ok and normalise(primary.text) == normalise(shadow.text),
+        similarity=similarity(primary.text, shadow.text) if both_ok else 0.0,
+        json_parity=(_is_json(primary.text) == _is_json(shadow.text)) if json_requested and both_ok else None,
+        tools_match=sorted(primary.tool_names) == sorted(shadow.tool_names),
+        latency_delta_s=shadow.latency_s - primary.latency_s,
+        ttft_delta_s=ttft_delta,
+        token_delta=shadow.completion_tokens - primary.completion_tokens,
+        cost_delta_micros=shadow.cost_micros - primary.cost_micros,
+    )
+
+
+def summarise_completion(
+    data: Mapping[str, Any], status: int, latency_s: float, cost_micros: int, prompt_tokens: int,
+    completion_tokens: int, ttft_s: float | None = None,
+) -> AnswerSummary:
+    """From a parsed (non-streamed) chat completion."""
+    text, finish, tools = "", None, []
+    choices = data.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], Mapping):
+        choice = choices[0]
+        message = choice.get("message")
+        if isinstance(message, Mapping):
+            content = message.get("content")
+            text = content if isinstance(content, str) else ""
+            tools = _tool_names(message.get("tool_calls"))
+        finish = choice.get("finish_reason") if isinstance(choice.get("finish_reason"), str) else None
+    return AnswerSummary(status, latency_s, ttft_s, prompt_tokens, completion_tokens, cost_micros, finish, text,
+                         tuple(tools))
+
+
+def summarise_stream(
+    events: Iterable[bytes], status: int, latency_s: float, ttft_s: float | None, cost_micros: int,
+    prompt_tokens: int, completion_tokens: int,
+) -> AnswerSummary:
+    """From the data payloads of a streamed chat completion (choice 0)."""
+    parts: list[str] = []
+    tools: dict[int, str] = {}
+    finish: str | None = None
+    for event in events:
+        try:
+            chunk = orjson.loads(event)
+        except orjson.JSONDecodeError:
+            continue
+        choices = chunk.get("choices") if isinstance(chunk, dict) else None
+        if not isinstance(choices, list):
+            continue
+        for choice in choices:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                if isinstance(delta.get("content"), str):
+                    parts.append(delta["content"])
+                for call in delta.get("tool_calls") or ():
+                    if isinstance(call, dict):
+                        name = (call.get("function") or {}).get("name")
+                        if isinstance(name, str) and name:
+                            tools[int(call.get("index", 0))] = name
+            if isinstance(choice.get("finish_reason"), str):
+                finish = choice["finish_reason"]
+    return AnswerSummary(status, latency_s, ttft_s, prompt_tokens, completion_tokens, cost_micros, finish,
+                         "".join(parts), tuple(tools[i] for i in sorted(tools)))
+
+
+def _tool_names(calls: Any) -> list[str]:
+    names = []
+    for call in calls or ():
+        if isinstance(call, Mapping):
+            function = call.get("function")
+            if isinstance(function, Mapping) and isinstance(function.get("name"), str):
+                names.append(function["name"])
+    return names
+
+
+def request_tool_names(request: Mapping[str, Any]) -> list[str]:
+    """Names of the tools a request offers, for excluding side-effecting tools from shadowing."""
+    names = []
+    for tool in request.get("tools") or ():
+        if isinstance(tool, Mapping):
+            function = tool.get("function")
+            if isinstance(function, Mapping) and isinstance(function.get("name"), str):
+                names.append(function["name"])
+    return names

@@ -1,0 +1,143 @@
+"""What a migration is: the validated, immutable description an operator writes.
+
+A migration moves one alias from a baseline target (what serves today) to a
+candidate target through a step plan:
+
+    pending -> shadow (copy `shadow_percent` of traffic to the candidate)
+            -> canary steps (`weights`, percent of live traffic, last is 100)
+            -> promoted (the candidate serves everything; `post_promotion_shadow_percent`
+               is copied back to the old baseline for `safety_window_s`)
+
+Each step is held for at least `min_step_s` and until both arms have `min_samples`
+requests; `GateThresholds` say what the candidate must not exceed. How the steps
+are driven lives in `routing.rollout`, how gates are judged in `routing.gates`.
+
+This module deliberately imports nothing from `config`: the gateway config is
+expected to embed `MigrationSpec`, and an import back would be circular.
+Every model forbids unknown keys and is frozen, like the rest of the config.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Percent = Annotated[float, Field(ge=0, le=100)]
+OpenUnit = Annotated[float, Field(gt=0, lt=1)]
+
+BASIS_POINTS = 10_000
+
+
+def percent_to_bp(percent: float) -> int:
+    """Percent of traffic -> basis points (1 bp = 0.01 %), the unit the splitter works in."""
+    return round(percent * 100)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GateThresholds(_Strict):
+    """Limits the candidate arm must stay under; see `routing.gates` for how each is judged."""
+
+    # Judged by the Wilson lower bound, not the raw ratio; 429s are excluded.
+    error_rate: OpenUnit = 0.02
+    p99_ms: PosFloat = 800.0
+    # Time to first token, streams only.
+    ttft_p99_ms: PosFloat = 800.0
+    # Relative increase of mean cost per request over the baseline arm (0.05 = +5 %).
+    # Negative values demand a saving.
+    cost_increase: Annotated[float, Field(gt=-1)] = 0.05
+    # One-sided confidence for every gate's bound; 2.576 ~ 99.5 % one-sided (99 % two-sided).
+    wilson_z: PosFloat = 2.576
+    # The critical guard ignores sample minimums: a candidate this broken is rolled back at once.
+    critical_error_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
+    critical_min_requests: Annotated[int, Field(ge=1)] = 20
+
+
+class StepPlan(_Strict):
+    """How traffic moves, and how long each step must be watched."""
+
+    # 0 skips the shadow phase and starts at the first canary weight.
+    shadow_percent: Percent = 10.0
+    # Percent of live traffic per canary step: strictly increasing, last is 100.
+    weights: Annotated[list[float], Field(min_length=1)] = [25.0, 50.0, 75.0, 100.0]
+    min_step_s: PosFloat = 3600.0
+    # A step still inconclusive after this long pauses the migration for a human.
+    max_step_s: PosFloat = 86400.0
+    min_samples: Annotated[int, Field(ge=1)] = 200
+    # How often the controller evaluates the gates (and ticks the state machine).
+    interval_s: PosFloat = 10.0
+    consecutive_failures: Annotated[int, Field(ge=1)] = 3
+    # Must be > 0: while the candidate serves 100 % (last canary step and the safety
+    # window) this copy is the only traffic the baseline arm sees, so without it
+    # that arm never reaches min_samples and the last step could never pass.
+    post_promotion_shadow_percent: Annotated[float, Field(gt=0, le=100)] = 5.0
+    safety_window_s: NonNegFloat = 86400.0
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: list[float]) -> list[float]:
+        bps = [percent_to_bp(w) for w in value]
+        if any(not 0 < w <= 100 for w in value):
+            raise ValueError("each weight must be a percent in (0, 100]")
+        if any(b <= a for a, b in pairwise(bps)):
+            raise ValueError("weights must be strictly increasing (at 0.01 % resolution)")
+        if bps[-1] != BASIS_POINTS:
+            raise ValueError("the last weight must be 100")
+        return value
+
+    @model_validator(mode="after")
+    def _durations(self) -> StepPlan:
+        if self.max_step_s <= self.min_step_s:
+            raise ValueError("max_step_s must be greater than min_step_s")
+        return self
+
+    @property
+    def weights_bp(self) -> tuple[int, ...]:
+        return tuple(percent_to_bp(w) for w in self.weights)
+
+
+class StickyRule(_Strict):
+    """Where a request's sticky key comes from, and the salt its bucket is hashed with.
+
+    Changing the salt reshuffles every client into new buckets.
+    """
+
+    header: str = "x-cutover-sticky-key"
+    salt: str
+
+
+class ShadowSettings(_Strict):
+    timeout_s: PosFloat = 30.0
+    max_concurrency: Annotated[int, Field(ge=1)] = 16
+    # Tools with side effects (send_email, charge_card): a request naming one is never
+    # duplicated, because the shadow copy could perform the action a second time.
+    exclude_tools: list[str] = []
+
+
+class TargetSpec(_Strict):
+    provider: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+
+
+class MigrationSpec(_Strict):
+    # Used in hashes, metric labels and audit records: keep it short and plain.
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    alias: str = Field(min_length=1)
+    baseline: TargetSpec
+    candidate: TargetSpec
+    plan: StepPlan = StepPlan()
+    gates: GateThresholds = GateThresholds()
+    sticky: StickyRule
+    shadow: ShadowSettings = ShadowSettings()
+
+    @model_validator(mode="after")
+    def _distinct(self) -> MigrationSpec:
+        if self.baseline == self.candidate:
+            raise ValueError("candidate must differ from baseline")
+        return self

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from config.schema import GatewayConfig
+from config.schema import ClientKey, GatewayConfig
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -100,6 +100,15 @@ def cross_check(config: GatewayConfig) -> list[str]:
                         f"models.{alias}.targets[{index}]: on_context_overflow needs a context_window "
                         f"for '{target.model}' in prices"
                     )
+    problems += _check_migrations(config)
+    if config.store.backend == "redis" and not config.store.url:
+        problems.append("store.url: required for backend 'redis'")
+    admin_names = [k.name for k in config.admin.keys]
+    for index, key in enumerate(config.admin.keys):
+        if (key.hash is None) == (key.key_env is None):
+            problems.append(f"admin.keys[{index}]: give exactly one of 'hash' or 'key_env'")
+        if admin_names.count(key.name) > 1:
+            problems.append(f"admin.keys[{index}].name: duplicate key name '{key.name}'")
     if config.auth.mode == "keys" and not config.auth.keys:
         problems.append("auth.keys: at least one client key is required (or set auth.mode: none for local use)")
     names = [k.name for k in config.auth.keys]
@@ -108,6 +117,27 @@ def cross_check(config: GatewayConfig) -> list[str]:
             problems.append(f"auth.keys[{index}]: give exactly one of 'hash' or 'key_env'")
         if names.count(key.name) > 1:
             problems.append(f"auth.keys[{index}].name: duplicate key name '{key.name}'")
+    return problems
+
+
+def _check_migrations(config: GatewayConfig) -> list[str]:
+    problems: list[str] = []
+    seen_ids: set[str] = set()
+    seen_aliases: set[str] = set()
+    for index, spec in enumerate(config.migrations):
+        where = f"migrations[{index}]"
+        if spec.id in seen_ids:
+            problems.append(f"{where}.id: duplicate migration id '{spec.id}'")
+        seen_ids.add(spec.id)
+        if spec.alias not in config.models:
+            problems.append(f"{where}.alias: unknown model alias '{spec.alias}'")
+        elif spec.alias in seen_aliases:
+            problems.append(f"{where}.alias: alias '{spec.alias}' already has a migration")
+        seen_aliases.add(spec.alias)
+        for arm in ("baseline", "candidate"):
+            target = getattr(spec, arm)
+            if target.provider not in config.providers:
+                problems.append(f"{where}.{arm}.provider: unknown provider '{target.provider}'")
     return problems
 
 
@@ -126,26 +156,34 @@ def parse_config(raw: Any, env: Mapping[str, str] | None = None) -> GatewayConfi
     problems = cross_check(config)
     if problems:
         raise ConfigError(problems)
-    return _hash_env_keys(config, os.environ if env is None else env)
+    environ = os.environ if env is None else env
+    client_keys, problems = _hash_env_keys(config.auth.keys, "auth", environ)
+    admin_keys, admin_problems = _hash_env_keys(config.admin.keys, "admin", environ)
+    if problems or admin_problems:
+        raise ConfigError(problems + admin_problems)
+    return config.model_copy(update={
+        "auth": config.auth.model_copy(update={"keys": client_keys}),
+        "admin": config.admin.model_copy(update={"keys": admin_keys}),
+    })
 
 
-def _hash_env_keys(config: GatewayConfig, env: Mapping[str, str]) -> GatewayConfig:
-    """Plain client keys given through the environment are hashed at once and never kept."""
+def _hash_env_keys(
+    configured: list[ClientKey], section: str, env: Mapping[str, str]
+) -> tuple[list[ClientKey], list[str]]:
+    """Plain keys given through the environment are hashed at once and never kept."""
     keys = []
     problems = []
-    for index, key in enumerate(config.auth.keys):
+    for index, key in enumerate(configured):
         if key.key_env is None:
             keys.append(key)
             continue
         plain = env.get(key.key_env)
         if not plain:
-            problems.append(f"auth.keys[{index}].key_env: environment variable '{key.key_env}' is not set")
+            problems.append(f"{section}.keys[{index}].key_env: environment variable '{key.key_env}' is not set")
             continue
         digest = "sha256:" + hashlib.sha256(plain.encode()).hexdigest()
         keys.append(key.model_copy(update={"hash": digest, "key_env": None}))
-    if problems:
-        raise ConfigError(problems)
-    return config.model_copy(update={"auth": config.auth.model_copy(update={"keys": keys})})
+    return keys, problems
 
 
 def _message(err: Any) -> str:

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from routing.migration_plan import MigrationSpec
 from simulator.behaviour import SimulationSettings
 
 NonNegFloat = Annotated[float, Field(ge=0)]
@@ -123,6 +124,30 @@ class ServerConfig(Strict):
     shutdown_grace_s: NonNegFloat = 30.0
 
 
+class StoreConfig(Strict):
+    """Where migration state and its audit trail live (see store/)."""
+
+    backend: Literal["sqlite", "redis", "memory"] = "sqlite"
+    path: str = "cutover-state.sqlite"
+    url: str | None = None
+    prefix: str = "cutover"
+    timeout_s: PosFloat = 1.0
+
+
+class AdminConfig(Strict):
+    """Keys for /admin/ (client keys cannot use it). No keys: the admin API is closed."""
+
+    keys: list[ClientKey] = []
+
+
+class ControllerConfig(Strict):
+    # How often every replica re-reads migration state and pushes its outcome counts:
+    # the bound on how long a rollback takes to reach all replicas.
+    sync_interval_s: PosFloat = 0.5
+    # One replica at a time runs the analysis; its lease expires this long after its last renewal.
+    lease_ttl_s: PosFloat = 5.0
+
+
 class GatewayConfig(Strict):
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig()
@@ -131,3 +156,7 @@ class GatewayConfig(Strict):
     # Keyed by upstream model name, or "provider/model" to price one provider's copy.
     prices: dict[str, ModelPrice] = {}
     routing: RoutingConfig = RoutingConfig()
+    store: StoreConfig = StoreConfig()
+    admin: AdminConfig = AdminConfig()
+    controller: ControllerConfig = ControllerConfig()
+    migrations: list[MigrationSpec] = []

@@ -65,7 +65,15 @@ async def readyz(request: Request) -> JSONBytes:
             "The gateway is not ready: " + ", ".join(f"{k}={'up' if v else 'down'}" for k, v in pools.items()),
             code="not_ready",
         )
-    return JSONBytes({"status": "ready", "providers": pools, "cooling": state.breakers.cooling()})
+    store_ok = state.migration.runtime.store_ok
+    # A store outage is reported, not fatal: replicas keep serving with the last state they saw.
+    return JSONBytes({
+        "status": "ready" if store_ok else "degraded",
+        "providers": pools,
+        "cooling": state.breakers.cooling(),
+        "store": "ok" if store_ok else "unreachable",
+        "controller_leader": state.migration.controller.leader,
+    })
 
 
 @router.get("/metrics")

@@ -15,11 +15,13 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from config.schema import GatewayConfig
+from gateway.admin import router as admin_router
 from gateway.api import router
 from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.http import JSONBytes, Message, Receive, Scope, Send, new_request_id, send_error
 from gateway.proxy import ProxyEndpoint
 from gateway.state import GatewayState
+from store.base import Store
 from telemetry.metrics import Metrics
 
 _log = logging.getLogger("cutover.gateway")
@@ -33,16 +35,19 @@ def _build_fastapi(state: GatewayState) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await state.registry.start()
+        await state.migration.start()
         state.ready = True
         try:
             yield
         finally:
             state.ready = False
+            await state.migration.stop()
             await state.registry.close()
 
     app = FastAPI(title="cutover", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = state
     app.include_router(router)
+    app.include_router(admin_router)
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(_: Request, exc: GatewayError) -> JSONBytes:
@@ -110,5 +115,5 @@ def _with_request_id(send: Send) -> Send:
     return wrapped
 
 
-def create_app(config: GatewayConfig, metrics: Metrics | None = None) -> CutoverApp:
-    return CutoverApp(GatewayState.build(config, metrics))
+def create_app(config: GatewayConfig, metrics: Metrics | None = None, store: Store | None = None) -> CutoverApp:
+    return CutoverApp(GatewayState.build(config, metrics, store))

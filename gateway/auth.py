@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from config.schema import AuthConfig
+from config.schema import AuthConfig, ClientKey
 from gateway.errors import AuthenticationFailed
 
 
@@ -24,9 +24,16 @@ class KeyRing:
 
     @classmethod
     def from_config(cls, auth: AuthConfig) -> KeyRing:
+        return cls.of(auth.keys, open_access=auth.mode == "none")
+
+    @classmethod
+    def of(cls, keys: list[ClientKey], open_access: bool = False) -> KeyRing:
         """The loader has already turned every `key_env` into a hash."""
-        entries = [(key.name, bytes.fromhex(key.hash.partition(":")[2])) for key in auth.keys if key.hash]
-        return cls(entries, open_access=auth.mode == "none")
+        return cls([(key.name, bytes.fromhex(key.hash.partition(":")[2])) for key in keys if key.hash], open_access)
+
+    @property
+    def has_keys(self) -> bool:
+        return bool(self._entries)
 
     def identify(self, authorization: bytes | None) -> str:
         """Name of the key in an `Authorization: Bearer ...` header; raises when unknown."""

@@ -111,7 +111,13 @@ class Dispatcher:
         self._ok_latency: dict[TargetRef, Any] = {}
 
     async def serve(
-        self, route: Route, path: str, request_id: str, stream: bool, prepare: Prepare
+        self,
+        route: Route,
+        path: str,
+        request_id: str,
+        stream: bool,
+        prepare: Prepare,
+        on_failure: Callable[[TargetRef, ProviderError], None] | None = None,
     ) -> Served:
         last_error: ProviderError | None = None
         overflow: ContextLengthExceeded | None = None
@@ -137,6 +143,8 @@ class Dispatcher:
             attempts += outcome.attempts
             if outcome.error is None:
                 return Served(target, payload, outcome.reply, outcome.stream, waited, attempts)
+            if on_failure is not None:
+                on_failure(target, outcome.error)
             if _is_client_fault(outcome.error):
                 assert isinstance(outcome.error, UpstreamStatusError)
                 raise UpstreamPassthrough(outcome.error.status, outcome.error.body)

@@ -43,7 +43,12 @@ from gateway.requests import (
 )
 from gateway.sse import cost_comment, finish, relay
 from gateway.state import GatewayState
+from migration.accounting import account_primary
+from migration.runtime import Decision
+from migration.shadow import ShadowPair, to_micros
+from providers.base import ProviderError
 from providers.pricing import ZERO, Usage, format_usd, usage_from_openai
+from routing.compare import AnswerSummary, summarise_completion, summarise_stream
 from routing.context import fit_oldest_first, may_overflow
 from routing.table import Route, TargetRef
 from telemetry.logs import log_request
@@ -70,7 +75,13 @@ class Exchange:
     attempts: int = 0
     dropped_messages: int = 0
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    ttft_s: float | None = None
+    decision: Decision | None = None
+    shadow: ShadowPair | None = None
+    arm_failure: ProviderError | None = None
+    # The primary's answer, kept only when a shadow copy will be compared with it.
+    reply_data: dict[str, Any] | None = None
+    stream_events: list[bytes] = field(default_factory=list)
 
 
 class ProxyEndpoint:
@@ -94,8 +105,10 @@ class ProxyEndpoint:
             route = self._resolve(payload["model"])
             ex.alias = route.alias
             ex.stream = self.kind == "chat" and payload.get("stream") is True
+            route = self._migrate(scope, route, payload, ex)
             served = await state.dispatcher.serve(
-                route, self.upstream_path, ex.request_id, ex.stream, self._preparer(route, payload, len(body), ex)
+                route, self.upstream_path, ex.request_id, ex.stream, self._preparer(route, payload, len(body), ex),
+                on_failure=self._note_failure(ex),
             )
             ex.target, ex.waited_s, ex.attempts = served.target, served.waited_s, served.attempts
             if served.stream is not None:
@@ -133,6 +146,33 @@ class ProxyEndpoint:
                 param="model", code="model_not_found",
             )
         return route
+
+    def _migrate(self, scope: Scope, route: Route, payload: dict[str, Any], ex: Exchange) -> Route:
+        """A migrated alias: pick the arm (and maybe a shadow copy); otherwise the route as configured."""
+        migrations = self.state.migrations
+        if migrations is None:
+            return route
+        header_name = migrations.sticky_header(route.alias)
+        if header_name is None:
+            return route
+        sticky = header(scope, header_name)
+        decision = migrations.decide(
+            route, payload, sticky.decode("latin-1") if sticky else None, ex.key_name
+        )
+        if decision is None:
+            return route
+        ex.decision = decision
+        if decision.shadow_target is not None and self.kind == "chat" and self.state.shadow is not None:
+            ex.shadow = self.state.shadow.launch(decision, payload, ex.stream, self.upstream_path, ex.request_id)
+        return Route(route.alias, decision.targets, route.on_context_overflow)
+
+    @staticmethod
+    def _note_failure(ex: Exchange) -> Any:
+        def note(target: TargetRef, error: ProviderError) -> None:
+            if ex.decision is not None and target == ex.decision.arm_target:
+                ex.arm_failure = error
+
+        return note
 
     def _preparer(self, route: Route, payload: dict[str, Any], body_size: int, ex: Exchange) -> Any:
         """Per target: the payload to send, fitted to that target's context window."""
@@ -192,6 +232,8 @@ class ProxyEndpoint:
     ) -> None:
         usage = usage_from_openai(data.get("usage")) or self._estimate(sent, data)
         self._cost(ex, usage)
+        if ex.shadow is not None:
+            ex.reply_data = data
         headers = self._headers(ex, base)
         headers.append((b"x-cutover-cost-usd", format_usd(ex.cost).encode()))
         if usage.estimated:
@@ -218,14 +260,19 @@ class ProxyEndpoint:
         ex.status = 200
         outcome = await relay(send, receive, stream, self._headers(ex, base), wants_stream_usage(client_payload))
         if outcome.first_event_at is not None:
-            self.state.metrics.ttft.labels(ex.alias, ex.target.provider).observe(outcome.first_event_at - ex.started)
+            ex.ttft_s = outcome.first_event_at - ex.started
+            self.state.metrics.ttft.labels(ex.alias, ex.target.provider).observe(ex.ttft_s)
+        if ex.shadow is not None:
+            ex.stream_events = outcome.events
         usage = usage_from_openai(outcome.usage) or self._estimate_stream(sent, outcome.events)
         self._cost(ex, usage)
         if outcome.error is not None:
             ex.error = outcome.error.kind
+            ex.status = 502  # for the arm's record: the client got 200 headers, then a broken stream
             self.state.metrics.stream_errors.labels(ex.alias, ex.target.provider).inc()
         elif outcome.client_gone:
             ex.error = "client_disconnected"
+            ex.status = 499
         await finish(send, outcome, cost_comment(ex.cost, usage.estimated))
 
     def _estimate_stream(self, sent: dict[str, Any], events: list[bytes]) -> Usage:
@@ -260,6 +307,8 @@ class ProxyEndpoint:
             series.cost.inc(float(ex.cost))
         if ex.dropped_messages:
             m.truncations.labels(ex.alias).inc()
+        if ex.decision is not None and state.migrations is not None:
+            self._account_arm(ex, total)
         if state.config.server.request_log:
             fields: dict[str, Any] = {
                 "request_id": ex.request_id,
@@ -284,6 +333,24 @@ class ProxyEndpoint:
             if ex.error:
                 fields["error"] = ex.error
             log_request(state.log, fields)
+
+
+    def _account_arm(self, ex: Exchange, total: float) -> None:
+        assert ex.decision is not None and self.state.migrations is not None
+
+        def summary() -> AnswerSummary:
+            usage = ex.usage or Usage()
+            micros = to_micros(ex.cost)
+            if ex.stream:
+                return summarise_stream(ex.stream_events, ex.status, total, ex.ttft_s, micros, usage.prompt_tokens,
+                                        usage.completion_tokens)
+            return summarise_completion(ex.reply_data or {}, ex.status, total, micros, usage.prompt_tokens,
+                                        usage.completion_tokens)
+
+        account_primary(
+            self.state.migrations, self.state.metrics, ex.decision, ex.target, ex.arm_failure, ex.status, total,
+            ex.ttft_s, to_micros(ex.cost), ex.shadow, summary,
+        )
 
 
 def _openai_shaped(body: bytes, status: int) -> bytes:

@@ -20,6 +20,7 @@ import orjson
 from gateway.http import Headers, Receive, Send
 from providers.base import ProviderError, UpstreamStream
 from providers.pricing import format_usd
+from providers.sse_parser import has_usage_object
 
 DONE = b"[DONE]"
 _DONE_FRAME = b"data: [DONE]\n\n"
@@ -56,16 +57,6 @@ async def _watch_disconnect(receive: Receive, stream: UpstreamStream, outcome: R
             return
 
 
-def usage_object_start(event: bytes) -> bool:
-    """Does this chunk carry a usage object (not `"usage": null`)? Checked without parsing,
-    because with include_usage forced on, every chunk mentions usage."""
-    at = event.find(b'"usage"')
-    if at < 0:
-        return False
-    rest = event[at + 7 : at + 16].lstrip(b" \t\n:")
-    return rest.startswith(b"{")
-
-
 async def relay(
     send: Send, receive: Receive, stream: UpstreamStream, headers: Headers, client_wants_usage: bool
 ) -> RelayOutcome:
@@ -89,7 +80,7 @@ async def relay(
                 if event == DONE:
                     outcome.completed = True
                     break
-                if usage_object_start(event):
+                if has_usage_object(event):
                     try:
                         chunk = orjson.loads(event)
                     except orjson.JSONDecodeError:

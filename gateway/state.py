@@ -9,11 +9,15 @@ from dataclasses import dataclass, field
 from config.schema import GatewayConfig
 from gateway.auth import KeyRing
 from gateway.dispatch import Dispatcher
+from migration.runtime import MigrationRuntime
+from migration.shadow import ShadowRunner
+from migration.wiring import Migrations, build_migrations
 from providers.pricing import PriceBook
 from providers.registry import ProviderRegistry
 from providers.tokens import TokenCounter
 from routing.breaker import CircuitBreakers
 from routing.table import RouteTable
+from store.base import Store
 from telemetry.logs import access_logger
 from telemetry.metrics import Metrics
 
@@ -27,15 +31,27 @@ class GatewayState:
     prices: PriceBook
     tokens: TokenCounter
     keys: KeyRing
+    admin_keys: KeyRing
     metrics: Metrics
     dispatcher: Dispatcher
     log: logging.Logger
+    migration: Migrations
     started_at: int = field(default_factory=lambda: int(time.time()))
     ready: bool = False
 
+    @property
+    def migrations(self) -> MigrationRuntime | None:
+        return self.migration.runtime
+
+    @property
+    def shadow(self) -> ShadowRunner | None:
+        return self.migration.shadow
+
     @classmethod
-    def build(cls, config: GatewayConfig, metrics: Metrics | None = None) -> GatewayState:
+    def build(cls, config: GatewayConfig, metrics: Metrics | None = None, store: Store | None = None) -> GatewayState:
         metrics = metrics or Metrics()
+        prices = PriceBook(config.prices)
+        tokens = TokenCounter()
         registry = ProviderRegistry(config.providers)
         breakers = CircuitBreakers(
             config.routing.circuit_breaker.failure_threshold, config.routing.circuit_breaker.cooldown_s
@@ -45,10 +61,12 @@ class GatewayState:
             routes=RouteTable(config.models),
             registry=registry,
             breakers=breakers,
-            prices=PriceBook(config.prices),
-            tokens=TokenCounter(),
+            prices=prices,
+            tokens=tokens,
             keys=KeyRing.from_config(config.auth),
+            admin_keys=KeyRing.of(config.admin.keys),
             metrics=metrics,
             dispatcher=Dispatcher(registry.providers, breakers, config.routing.retry, metrics),
             log=access_logger(),
+            migration=build_migrations(config, registry.providers, prices, tokens, metrics, store),
         )

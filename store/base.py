@@ -40,6 +40,10 @@ class Store(Protocol):
         """Replace the migration if its stored version is `expected_version`; append `audit` with it."""
         ...
 
+    async def append_audit(self, migration_id: str, audit: list[dict[str, Any]]) -> None:
+        """Records that change no state (an analysis tick that held the step)."""
+        ...
+
     async def audit(self, migration_id: str) -> list[dict[str, Any]]: ...
 
     async def put_window(self, migration_id: str, step_key: str, replica: str, data: dict[str, Any]) -> None:

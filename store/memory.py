@@ -58,6 +58,10 @@ class MemoryStore:
         self._audit.setdefault(migration.id, []).extend(copy.deepcopy(audit))
         return True
 
+    async def append_audit(self, migration_id: str, audit: list[dict[str, Any]]) -> None:
+        self._check()
+        self._audit.setdefault(migration_id, []).extend(copy.deepcopy(audit))
+
     async def audit(self, migration_id: str) -> list[dict[str, Any]]:
         self._check()
         return copy.deepcopy(self._audit.get(migration_id, []))

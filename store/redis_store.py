@@ -98,6 +98,10 @@ class RedisStore:
         ))
         return bool(result)
 
+    async def append_audit(self, migration_id: str, audit: list[dict[str, Any]]) -> None:
+        if audit:
+            await self._call(self._redis.rpush(self._key("audit", migration_id), *(orjson.dumps(e) for e in audit)))
+
     async def audit(self, migration_id: str) -> list[dict[str, Any]]:
         rows = await self._call(self._redis.lrange(self._key("audit", migration_id), 0, -1))
         return [orjson.loads(r) for r in rows]

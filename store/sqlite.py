@@ -135,6 +135,9 @@ class SQLiteStore:
 
         return await self._run(commit)
 
+    async def append_audit(self, migration_id: str, audit: list[dict[str, Any]]) -> None:
+        await self._run(lambda c: _append_audit(c, migration_id, audit))
+
     async def audit(self, migration_id: str) -> list[dict[str, Any]]:
         rows = await self._run(
             lambda c: c.execute(

@@ -20,7 +20,11 @@ from prometheus_client.multiprocess import MultiProcessCollector
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.8, 1, 2.5, 5, 10, 30, 60, 120)
 
+_DELTA_BUCKETS = (-5, -1, -0.5, -0.25, -0.1, -0.05, -0.01, 0, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 5)
+_COST_DELTA_BUCKETS = (-0.01, -0.001, -0.0001, -0.00001, -0.000001, 0, 0.000001, 0.00001, 0.0001, 0.001, 0.01)
+
 UNKNOWN = "unknown"
+NO_MIGRATION = ""
 
 
 def multiprocess_dir() -> str | None:
@@ -100,6 +104,73 @@ class Metrics:
         )
 
         self._series: dict[tuple[str, ...], RequestSeries] = {}
+        self._define_migration_metrics(r)
+
+    def _define_migration_metrics(self, r: CollectorRegistry) -> None:
+        self.arm_requests = Counter(
+            "cutover_migration_requests", "Requests of a migrated alias by arm (baseline, candidate, shadow).",
+            ["migration", "arm", "status_class"], registry=r,
+        )
+        self.arm_duration = Histogram(
+            "cutover_migration_request_duration_seconds", "Latency per migration arm.",
+            ["migration", "arm"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.arm_ttft = Histogram(
+            "cutover_migration_time_to_first_token_seconds", "Streams: time to first token per migration arm.",
+            ["migration", "arm"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.arm_cost = Counter(
+            "cutover_migration_cost_usd", "Spend per migration arm; the shadow arm is its own ledger.",
+            ["migration", "arm"], registry=r,
+        )
+        self.phase = Gauge(
+            "cutover_migration_phase", "1 for the migration's current phase, 0 for the others.",
+            ["migration", "phase"], registry=r, multiprocess_mode="livemax",
+        )
+        self.candidate_weight = Gauge(
+            "cutover_migration_candidate_weight_ratio", "Share of live traffic the candidate serves (0..1).",
+            ["migration"], registry=r, multiprocess_mode="livemax",
+        )
+        self.shadow_share = Gauge(
+            "cutover_migration_shadow_ratio", "Share of traffic copied to the shadow arm (0..1).",
+            ["migration"], registry=r, multiprocess_mode="livemax",
+        )
+        self.verdicts = Counter(
+            "cutover_migration_verdicts", "Gate results at each analysis tick.",
+            ["migration", "gate", "result"], registry=r,
+        )
+        self.transitions = Counter(
+            "cutover_migration_transitions", "Migration state changes, by the event that caused them.",
+            ["migration", "event", "to_phase"], registry=r,
+        )
+        self.rollbacks = Counter(
+            "cutover_migration_rollbacks", "Rollbacks, by cause (a gate name, critical, or manual).",
+            ["migration", "reason"], registry=r,
+        )
+        self.shadow_requests = Counter(
+            "cutover_shadow_requests", "Shadow copies: sent, dropped (queue full), excluded, failed, compared.",
+            ["migration", "outcome"], registry=r,
+        )
+        self.shadow_agreement = Counter(
+            "cutover_shadow_agreements", "Compared shadow pairs that agreed, per check (overall = the headline).",
+            ["migration", "check"], registry=r,
+        )
+        self.shadow_latency_delta = Histogram(
+            "cutover_shadow_latency_delta_seconds", "Shadow minus primary latency for each compared pair.",
+            ["migration"], buckets=_DELTA_BUCKETS, registry=r,
+        )
+        self.shadow_cost_delta = Histogram(
+            "cutover_shadow_cost_delta_usd", "Shadow minus primary cost for each compared pair.",
+            ["migration"], buckets=_COST_DELTA_BUCKETS, registry=r,
+        )
+        self.store_up = Gauge(
+            "cutover_store_up", "1 while the shared state store answers, 0 while it cannot be reached.",
+            [], registry=r, multiprocess_mode="livemin",
+        )
+        self.controller_leader = Gauge(
+            "cutover_controller_leader", "1 in the process that holds the migration controller lease.",
+            [], registry=r, multiprocess_mode="livesum",
+        )
 
     def request_series(
         self, endpoint: str, alias: str, provider: str, model: str, status_class: str, stream: bool

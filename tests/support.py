@@ -38,6 +38,7 @@ def gateway_config(
     routing: dict[str, Any] | None = None,
     server: dict[str, Any] | None = None,
     auth_none: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> GatewayConfig:
     """`providers` values are provider dicts; a bare base URL string means an OpenAI-compatible one."""
     raw: dict[str, Any] = {
@@ -51,6 +52,8 @@ def gateway_config(
         "prices": prices or {},
         "routing": routing
         or {"retry": {"initial_backoff_s": 0.01, "max_backoff_s": 0.05, "jitter_s": 0.0}},
+        "store": {"backend": "memory"},
+        **(extra or {}),
     }
     return parse_config(raw, env={"CUTOVER_TEST_KEY": CLIENT_KEY})
 

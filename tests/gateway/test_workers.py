@@ -61,6 +61,7 @@ def cutover_serve(tmp_path: Path, sim: BackgroundSimulator, *, workers: int) -> 
         "auth": {"keys": [{"name": "test", "hash": hash_key(CLIENT_KEY)}]},
         "providers": {"sim": {"type": "openai", "base_url": sim.base_url}},
         "models": {"chat": {"targets": [{"provider": "sim", "model": "sim-model"}]}},
+        "store": {"backend": "sqlite", "path": str(tmp_path / "state.sqlite")},
     }
     path = tmp_path / "cutover.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -61,6 +61,14 @@ async def test_commit_is_compare_and_set_and_appends_audit_atomically(store: Sto
     assert await store.get_migration("nope") is None
 
 
+async def test_append_audit_keeps_order_without_a_state_change(store: Store) -> None:
+    await store.create_migration(_migration(), [{"n": 0}])
+    await store.append_audit("m1", [{"n": 1}, {"n": 2}])
+    assert await store.audit("m1") == [{"n": 0}, {"n": 1}, {"n": 2}]
+    stored = await store.get_migration("m1")
+    assert stored is not None and stored.version == 1
+
+
 async def test_windows_are_kept_per_replica(store: Store) -> None:
     await store.put_window("m1", "s0", "replica-a", {"requests": 1})
     await store.put_window("m1", "s0", "replica-b", {"requests": 2})

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from config.loader import ConfigError, load_config
+from gateway import cli_migrate
 from gateway.auth import hash_key
 
 
@@ -117,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--output-tokens", type=int)
     sim.add_argument("--seed", type=int)
     sim.set_defaults(func=cmd_simulate)
+
+    cli_migrate.add_parser(sub)
 
     hashk = sub.add_parser("hash-key", help="print the sha256 form of a client key for the config")
     hashk.add_argument("key", nargs="?")

@@ -1,0 +1,152 @@
+"""`cutover migrate ...`: the admin API from a terminal.
+
+The gateway's address and admin key come from --url/--key or CUTOVER_ADMIN_URL /
+CUTOVER_ADMIN_KEY. A change reads the migration's version first and sends it as
+If-Match (or uses --if-match), so a change based on a stale view is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+import httpx
+import yaml
+
+ACTIONS = ("pause", "resume", "promote", "promote-fully", "abort", "rollback", "retry", "start")
+
+
+class CliError(Exception):
+    pass
+
+
+def _client(args: argparse.Namespace) -> httpx.Client:
+    key = args.key or os.environ.get("CUTOVER_ADMIN_KEY")
+    if not key:
+        raise CliError("no admin key: pass --key or set CUTOVER_ADMIN_KEY")
+    url = args.url or os.environ.get("CUTOVER_ADMIN_URL", "http://127.0.0.1:8080")
+    return httpx.Client(base_url=url.rstrip("/"), headers={"authorization": f"Bearer {key}"}, timeout=10)
+
+
+def _check(response: httpx.Response) -> Any:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code >= 400:
+        message = body["error"]["message"] if isinstance(body, dict) and "error" in body else response.text
+        raise CliError(f"{response.status_code}: {message}")
+    return body
+
+
+def _pct(bp: int) -> str:
+    return f"{bp / 100:g}%"
+
+
+def format_status(migrations: list[dict[str, Any]]) -> str:
+    rows = [("ID", "ALIAS", "PHASE", "STEP", "CANDIDATE", "SHADOW", "VERSION", "REASON")]
+    for m in migrations:
+        state = m["state"]
+        rows.append((
+            m["id"], m["spec"]["alias"], state["phase"] + (" (kill switch)" if m.get("kill_switch") else ""),
+            str(state["step_index"]) if state["phase"] == "canary" else "-",
+            _pct(state["candidate_weight_bp"]), f"{state['shadow_percent']:g}%", str(m["version"]),
+            state["reason"][:70],
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def format_history(entries: list[dict[str, Any]]) -> str:
+    lines = []
+    for e in entries:
+        move = e["from_phase"] if e["from_phase"] == e["to_phase"] else f"{e['from_phase']} -> {e['to_phase']}"
+        lines.append(
+            f"{e['time']}  {e['actor']:<10} {e['action']:<12} {move:<22} "
+            f"candidate {_pct(e['candidate_weight_bp'])} shadow {e['shadow_percent']:g}%  {e['reason']}"
+        )
+        verdict = e.get("verdict")
+        if verdict:
+            for gate in verdict.get("gates", []):
+                bound = gate.get("bound")
+                lines.append(
+                    f"{'':>34}{gate['gate']:<22} {gate['result']:<13} samples {gate['samples_baseline']}/"
+                    f"{gate['samples_candidate']}  estimate {gate.get('estimate')}  bound {bound}  "
+                    f"threshold {gate.get('threshold')}"
+                )
+    return "\n".join(lines)
+
+
+def _version_of(client: httpx.Client, migration_id: str) -> int:
+    response = client.get(f"/admin/migrations/{migration_id}")
+    return int(_check(response)["version"])
+
+
+def run(args: argparse.Namespace) -> str:
+    with _client(args) as client:
+        if args.migrate_command == "status":
+            if args.id:
+                return format_status([_check(client.get(f"/admin/migrations/{args.id}"))])
+            return format_status(_check(client.get("/admin/migrations"))["data"])
+        if args.migrate_command == "history":
+            return format_history(_check(client.get(f"/admin/migrations/{args.id}/history"))["data"])
+        if args.migrate_command == "create":
+            with open(args.file, encoding="utf-8") as handle:
+                spec = yaml.safe_load(handle)
+            spec["start"] = not args.no_start
+            return format_status([_check(client.post("/admin/migrations", json=spec))])
+        if args.migrate_command == "kill-switch":
+            body = _check(client.put(f"/admin/aliases/{args.alias}/kill-switch", json={"enabled": args.state == "on"}))
+            return f"kill switch for {body['alias']}: {'on' if body['kill_switch'] else 'off'}"
+        action = args.migrate_command
+        payload: dict[str, Any] = {"reason": args.reason} if getattr(args, "reason", None) else {}
+        if action == "set-weight":
+            payload["weight"] = args.percent
+        version = args.if_match if args.if_match is not None else _version_of(client, args.id)
+        response = client.post(
+            f"/admin/migrations/{args.id}/{action}", json=payload, headers={"if-match": str(version)}
+        )
+        return format_status([_check(response)])
+
+
+def add_parser(sub: Any) -> None:
+    migrate = sub.add_parser("migrate", help="operate migrations through the admin API")
+    migrate.add_argument("--url", help="gateway root URL (default $CUTOVER_ADMIN_URL or http://127.0.0.1:8080)")
+    migrate.add_argument("--key", help="admin key (default $CUTOVER_ADMIN_KEY)")
+    msub = migrate.add_subparsers(dest="migrate_command", required=True)
+    status = msub.add_parser("status", help="phase, weights and version of one or all migrations")
+    status.add_argument("id", nargs="?")
+    history = msub.add_parser("history", help="the audit trail of a migration")
+    history.add_argument("id")
+    create = msub.add_parser("create", help="create a migration from a YAML/JSON spec file")
+    create.add_argument("file")
+    create.add_argument("--no-start", action="store_true", help="leave it pending")
+    kill = msub.add_parser("kill-switch", help="route an alias wholly to its baseline, or release it")
+    kill.add_argument("alias")
+    kill.add_argument("state", choices=["on", "off"])
+    for action in ACTIONS:
+        parser = msub.add_parser(action, help=f"{action} a migration")
+        parser.add_argument("id")
+        parser.add_argument("--reason", default="")
+        parser.add_argument("--if-match", type=int, help="expected version (default: read it first)")
+    weight = msub.add_parser("set-weight", help="set the candidate's share by hand (pauses automatic analysis)")
+    weight.add_argument("id")
+    weight.add_argument("percent", type=float)
+    weight.add_argument("--reason", default="")
+    weight.add_argument("--if-match", type=int)
+    migrate.set_defaults(func=cmd_migrate)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    try:
+        print(run(args))
+    except CliError as exc:
+        print(f"cutover migrate: {exc}", file=sys.stderr)
+        return 1
+    except (httpx.HTTPError, OSError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        print(f"cutover migrate: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0

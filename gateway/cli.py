@@ -84,6 +84,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import main as demo_main
+
+    scenarios = {1, 2} if args.scenario == "both" else {int(args.scenario)}
+    return demo_main(args.degrade, scenarios)
+
+
 def cmd_hash_key(args: argparse.Namespace) -> int:
     plain = args.key if args.key is not None else getpass.getpass("key to hash: ")
     print(hash_key(plain))
@@ -120,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=cmd_simulate)
 
     cli_migrate.add_parser(sub)
+
+    demo = sub.add_parser("demo", help="watch a migration promote, then roll back, on simulated upstreams")
+    demo.add_argument("--degrade", choices=["error", "latency", "cost"], default="error",
+                      help="how the candidate degrades in scenario 2")
+    demo.add_argument("--scenario", choices=["1", "2", "both"], default="both")
+    demo.set_defaults(func=cmd_demo)
 
     hashk = sub.add_parser("hash-key", help="print the sha256 form of a client key for the config")
     hashk.add_argument("key", nargs="?")

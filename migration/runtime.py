@@ -245,7 +245,8 @@ def step_key(started_at: float) -> str:
 
 
 def is_running(state: MigrationState) -> bool:
-    return state.phase in ("shadow", "canary", "promoted", "paused")
+    """Still moving traffic between arms; a settled promotion is finished (it keeps serving the candidate)."""
+    return state.phase in ("shadow", "canary", "paused") or (state.phase == "promoted" and not state.settled)
 
 
 def _plus_all(arm: ArmWindow, outcomes: list[Outcome]) -> ArmWindow:

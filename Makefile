@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/demo.yaml
 
-.PHONY: run test lint bench clean
+.PHONY: run demo test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ $(VENV)/.dev-installed: pyproject.toml $(VENV)/.installed
 
 run: $(VENV)/.installed
 	$(BIN)/cutover serve --config $(CONFIG) --key-hint sk-cutover-demo
+
+demo: $(VENV)/.installed
+	$(BIN)/cutover demo
 
 test: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

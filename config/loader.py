@@ -101,6 +101,7 @@ def cross_check(config: GatewayConfig) -> list[str]:
                         f"for '{target.model}' in prices"
                     )
     problems += _check_migrations(config)
+    problems += _check_meta_models(config)
     if config.store.backend == "redis" and not config.store.url:
         problems.append("store.url: required for backend 'redis'")
     admin_names = [k.name for k in config.admin.keys]
@@ -138,6 +139,25 @@ def _check_migrations(config: GatewayConfig) -> list[str]:
             target = getattr(spec, arm)
             if target.provider not in config.providers:
                 problems.append(f"{where}.{arm}.provider: unknown provider '{target.provider}'")
+    return problems
+
+
+def _check_meta_models(config: GatewayConfig) -> list[str]:
+    problems: list[str] = []
+    for name, meta in config.meta_models.items():
+        where = f"meta_models.{name}"
+        if name in config.models:
+            problems.append(f"{where}: the name is already a model alias")
+        for field, alias in [("planner", meta.planner), ("joiner", meta.joiner),
+                             *((f"executors.{tier}", a) for tier, a in meta.executors.items())]:
+            if alias is None:
+                continue
+            if alias in config.meta_models:
+                problems.append(f"{where}.{field}: '{alias}' is a meta-model; use a plain model alias")
+            elif alias not in config.models:
+                problems.append(f"{where}.{field}: unknown model alias '{alias}'")
+        if "cheap" not in meta.executors:
+            problems.append(f"{where}.executors: a 'cheap' executor alias is required")
     return problems
 
 

@@ -148,6 +148,59 @@ class ControllerConfig(Strict):
     lease_ttl_s: PosFloat = 5.0
 
 
+class PlanCaps(Strict):
+    """Hard limits no planner output can exceed."""
+
+    max_replans: Annotated[int, Field(ge=0, le=10)] = 1
+    max_tasks: Annotated[int, Field(ge=1, le=256)] = 32
+    max_llm_calls: Annotated[int, Field(ge=2, le=1000)] = 64
+    max_total_tokens: Annotated[int, Field(ge=100)] = 200_000
+    max_cost_usd: Price = Decimal("1.00")
+    deadline_s: PosFloat = 120.0
+
+
+class PlanShape(Strict):
+    max_tasks_per_round: Annotated[int, Field(ge=1, le=256)] = 16
+    max_depth: Annotated[int, Field(ge=1, le=64)] = 8
+    max_fan_in: Annotated[int, Field(ge=1, le=64)] = 8
+    max_task_tokens: Annotated[int, Field(ge=1)] = 4096
+
+
+class FastPath(Strict):
+    """Short single-message requests skip planning and go to one executor call."""
+
+    enabled: bool = True
+    max_prompt_chars: Annotated[int, Field(ge=0)] = 160
+
+
+class PlanCache(Strict):
+    enabled: bool = False
+    max_entries: Annotated[int, Field(ge=1)] = 1000
+    ttl_s: PosFloat = 3600.0
+
+
+class MetaModelConfig(Strict):
+    """A model name the gateway serves itself by planning once and executing on cheaper models.
+    Planner, joiner and executors are aliases of this config, so their calls get the same
+    routing, fallbacks, cool-downs and migrations as any client call."""
+
+    planner: str
+    executors: dict[Literal["cheap", "strong"], str]
+    joiner: str | None = None
+    # "json_schema" asks the planner for structured output; "json_object" for upstreams without it.
+    planner_json: Literal["json_schema", "json_object"] = "json_schema"
+    caps: PlanCaps = PlanCaps()
+    shape: PlanShape = PlanShape()
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 5
+    per_alias_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    task_timeout_s: PosFloat = 60.0
+    task_retries: Annotated[int, Field(ge=0, le=5)] = 1
+    input_chars: Annotated[int, Field(ge=100)] = 4000
+    fast_path: FastPath = FastPath()
+    cache: PlanCache = PlanCache()
+    description: str | None = None
+
+
 class GatewayConfig(Strict):
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig()
@@ -160,3 +213,4 @@ class GatewayConfig(Strict):
     admin: AdminConfig = AdminConfig()
     controller: ControllerConfig = ControllerConfig()
     migrations: list[MigrationSpec] = []
+    meta_models: dict[str, MetaModelConfig] = {}

@@ -30,6 +30,10 @@ def account_primary(
     arm_status = status
     if served_by != decision.arm_target and arm_failure is not None:
         arm_status = arm_failure.status if isinstance(arm_failure, UpstreamStatusError) else 502
+    elif served_by is not None and served_by != decision.arm_target:
+        # The arm's target was skipped (circuit open after its failures): a fallback's
+        # success must not be credited to the arm, or a dead candidate looks healthy.
+        arm_status = 503
     mid = decision.migration_id
     metrics.arm_requests.labels(mid, decision.arm, status_class(arm_status)).inc()
     if 200 <= arm_status < 300:

@@ -112,3 +112,8 @@ class Controller:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self.leader:
+            # Hand the analysis over now rather than after the lease expires.
+            with contextlib.suppress(StoreUnavailable):
+                await self._runtime.store.release_lease(LEASE, self._runtime.replica)
+            self._set_leader(False)

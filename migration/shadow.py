@@ -208,6 +208,7 @@ class ShadowRunner:
         m.shadow_latency_delta.labels(mid).observe(result.latency_delta_s)
         m.shadow_cost_delta.labels(mid).observe(result.cost_delta_micros / 1_000_000)
         if primary.ok and shadow.ok:
+            m.shadow_similarity.labels(mid).observe(result.similarity)
             if decision.shadow_arm == "candidate":
                 self._runtime.record_pair(decision, shadow.cost_micros, primary.cost_micros)
             else:

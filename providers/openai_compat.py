@@ -1,8 +1,9 @@
-"""Any OpenAI-compatible HTTP upstream, over one pooled keep-alive aiohttp session.
+"""Any OpenAI-compatible HTTP upstream, over one keep-alive connection pool per provider.
 
-aiohttp rather than httpx on this path: on one core it forwards 2-4x more
-requests per second (bench/README.md). Error messages raised from here name the
-provider, never its URL or key, because they may reach logs.
+The pool is providers.http1 (httptools + asyncio), not aiohttp or httpx: on one core
+their per-request CPU cost was most of the gateway's budget (bench/README.md).
+Error messages raised from here name the provider, never its URL or key, because
+they may reach logs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import aiohttp
 import orjson
 
 from providers.base import (
@@ -26,6 +26,7 @@ from providers.base import (
     UpstreamStreamBroken,
     UpstreamTimeout,
 )
+from providers.http1 import ConnectionClosed, HttpError, Origin, Pool, ProtocolError, ReadTimeout, Response
 from providers.sse_parser import SSEParser
 
 _DONE = b"[DONE]"
@@ -63,46 +64,46 @@ class OpenAICompatProvider:
         self.name = name
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
-        self._headers = {"Content-Type": "application/json", **(headers or {})}
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        # Streams may legitimately run longer than `total`; for them it bounds the
+        # wait for the first event instead (see open_stream).
+        self._total_timeout = total_timeout
         self._pool_size = pool_size
-        self._timeout = aiohttp.ClientTimeout(
-            total=total_timeout, connect=connect_timeout, sock_read=read_timeout
-        )
-        # Streams may legitimately run longer than `total`; that bound applies
-        # to getting the first event instead (see open_stream).
-        self._stream_timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout, sock_read=read_timeout
-        )
-        self._first_event_timeout = total_timeout
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
+        origin = Origin.parse(self._base_url)
+        fixed = {"Host": origin.host_header, "Content-Type": "application/json", "User-Agent": "cutover",
+                 **(headers or {})}
+        if api_key:
+            fixed["Authorization"] = f"Bearer {api_key}"
+        self._fixed_headers = "".join(f"{k}: {v}\r\n" for k, v in fixed.items()).encode("latin-1")
+        self._prefix = origin.prefix
+        self._heads: dict[str, bytes] = {}
 
     @property
     def ready(self) -> bool:
-        return self._session is not None and not self._session.closed
+        return self._pool is not None and self._pool.ready
 
     async def start(self) -> None:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._pool_size, keepalive_timeout=30, ttl_dns_cache=300, enable_cleanup_closed=True
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector, json_serialize=lambda o: orjson.dumps(o).decode(), raise_for_status=False
-            )
+        if self._pool is None:
+            self._pool = Pool(self._base_url, limit=self._pool_size, connect_timeout=self._connect_timeout)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
-    def _session_or_fail(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def _pool_or_fail(self) -> Pool:
+        if self._pool is None:
             raise UpstreamConnectError(f"provider '{self.name}' is not started")
-        return self._session
+        return self._pool
 
-    def _request_headers(self, request: UpstreamRequest) -> dict[str, str]:
-        return {**self._headers, "X-Request-Id": request.request_id}
+    def _head(self, request: UpstreamRequest) -> bytes:
+        head = self._heads.get(request.path)
+        if head is None:
+            head = f"POST {self._prefix}{request.path} HTTP/1.1\r\n".encode() + self._fixed_headers
+            self._heads[request.path] = head
+        return head + b"X-Request-Id: " + request.request_id.encode("latin-1", "replace") + b"\r\n"
 
     def redact(self, body: bytes) -> bytes:
         """Upstream error bodies sometimes echo the key; never pass it on."""
@@ -110,20 +111,26 @@ class OpenAICompatProvider:
             return body.replace(self._api_key.encode(), b"[redacted]")
         return body
 
-    async def send(self, request: UpstreamRequest) -> UpstreamReply:
-        session = self._session_or_fail()
-        url = self._base_url + request.path
+    async def _status_error(self, resp: Response) -> UpstreamStatusError:
         try:
-            async with session.post(
-                url, data=orjson.dumps(request.payload), headers=self._request_headers(request),
-                timeout=self._timeout,
-            ) as resp:
-                body = await resp.read()
-                content_type = resp.headers.get("Content-Type", "application/json")
+            body = await resp.read()
+        except HttpError:
+            body = b""
+        return UpstreamStatusError(resp.status, self.redact(body), parse_retry_after(resp.headers.get("retry-after")))
+
+    async def send(self, request: UpstreamRequest) -> UpstreamReply:
+        pool = self._pool_or_fail()
+        try:
+            async with asyncio.timeout(self._total_timeout):
+                resp = await pool.request(self._head(request), orjson.dumps(request.payload),
+                                          read_timeout=self._read_timeout)
                 if resp.status >= 300:
-                    raise UpstreamStatusError(
-                        resp.status, self.redact(body), parse_retry_after(resp.headers.get("Retry-After"))
-                    )
+                    raise await self._status_error(resp)
+                try:
+                    body = await resp.read()
+                except BaseException:
+                    resp.close()
+                    raise
         except ProviderError:
             raise
         except Exception as exc:
@@ -134,26 +141,18 @@ class OpenAICompatProvider:
             raise UpstreamProtocolError(f"provider '{self.name}' answered with invalid JSON") from None
         if not isinstance(data, dict):
             raise UpstreamProtocolError(f"provider '{self.name}' answered with a non-object JSON body")
+        content_type = resp.headers.get("content-type", "application/json")
         return UpstreamReply(status=resp.status, body=body, content_type=content_type, data=data)
 
     async def open_stream(self, request: UpstreamRequest) -> SSEStream:
-        session = self._session_or_fail()
-        url = self._base_url + request.path
+        pool = self._pool_or_fail()
         try:
-            async with asyncio.timeout(self._first_event_timeout):
-                resp = await session.post(
-                    url, data=orjson.dumps(request.payload), headers=self._request_headers(request),
-                    timeout=self._stream_timeout,
-                )
+            async with asyncio.timeout(self._total_timeout):
+                resp = await pool.request(self._head(request), orjson.dumps(request.payload),
+                                          read_timeout=self._read_timeout)
                 if resp.status >= 300:
-                    try:
-                        body = await resp.read()
-                    finally:
-                        resp.release()
-                    raise UpstreamStatusError(
-                        resp.status, self.redact(body), parse_retry_after(resp.headers.get("Retry-After"))
-                    )
-                if not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
+                    raise await self._status_error(resp)
+                if not resp.headers.get("content-type", "").startswith("text/event-stream"):
                     resp.close()
                     raise UpstreamProtocolError(f"provider '{self.name}' did not answer with an event stream")
                 stream = SSEStream(self.name, resp)
@@ -169,13 +168,15 @@ class OpenAICompatProvider:
             raise self._map_exception(exc) from None
 
     def _map_exception(self, exc: BaseException) -> ProviderError:
-        if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        if isinstance(exc, TimeoutError | ReadTimeout):
             return UpstreamTimeout(f"provider '{self.name}' timed out")
-        if isinstance(exc, aiohttp.ClientPayloadError):
-            return UpstreamProtocolError(f"provider '{self.name}' sent a truncated body")
-        if isinstance(exc, aiohttp.ClientResponseError):
+        if isinstance(exc, ConnectionClosed):
+            if exc.got_bytes:
+                return UpstreamProtocolError(f"provider '{self.name}' sent a truncated response")
+            return UpstreamConnectError(f"provider '{self.name}' closed the connection without answering")
+        if isinstance(exc, ProtocolError):
             return UpstreamProtocolError(f"provider '{self.name}' sent a malformed response")
-        if isinstance(exc, aiohttp.ClientError | OSError):
+        if isinstance(exc, HttpError | OSError):
             return UpstreamConnectError(f"provider '{self.name}' could not be reached")
         return UpstreamProtocolError(f"provider '{self.name}' failed ({type(exc).__name__})")
 
@@ -188,7 +189,7 @@ class SSEStream:
     gateway can forward them to the client in one write.
     """
 
-    def __init__(self, provider: str, resp: aiohttp.ClientResponse) -> None:
+    def __init__(self, provider: str, resp: Response) -> None:
         self._provider = provider
         self._resp = resp
         self._parser = SSEParser()
@@ -208,9 +209,8 @@ class SSEStream:
                 raise UpstreamProtocolError(f"provider '{self._provider}' sent an undecodable event") from None
 
     async def _read_batch(self) -> list[bytes]:
-        content = self._resp.content
         while not self._eof:
-            chunk = await content.readany()
+            chunk = await self._resp.read_chunk()
             if not chunk:
                 self._eof = True
                 batch = self._parser.flush()
@@ -233,7 +233,7 @@ class SSEStream:
                 batch = await self._read_batch()
         except ProviderError:
             raise
-        except (TimeoutError, aiohttp.ServerTimeoutError):
+        except (TimeoutError, ReadTimeout):
             raise UpstreamTimeout(f"provider '{self._provider}' stalled mid-stream") from None
         except Exception:
             raise UpstreamStreamBroken(f"provider '{self._provider}' broke the stream") from None
@@ -248,10 +248,14 @@ class SSEStream:
         self._resp.close()
 
     async def aclose(self) -> None:
-        # A stream abandoned half-way leaves unread bytes on the connection;
-        # only a finished one may go back to the pool.
+        # A stream abandoned half-way leaves unread bytes on the connection; only a
+        # finished one may go back to the pool, once its body has been read to the end.
         if self._done:
-            self._resp.release()
+            try:
+                while await self._resp.read_chunk():
+                    pass
+            except HttpError:
+                self._resp.close()
         else:
             self._resp.close()
 

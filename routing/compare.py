@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from difflib import SequenceMatcher
 from typing import Any
 
 import orjson
 
 _SPACE = re.compile(r"\s+")
 _PUNCT_EDGE = re.compile(r"^[\W_]+|[\W_]+$")
-# Similarity is a guide, not a verdict; beyond this many characters the quadratic
-# matcher costs more than its answer is worth, so only the heads are compared.
-_SIMILARITY_CHARS = 4000
+# Similarity is a guide, not a verdict: only the heads of long answers are compared.
+_SIMILARITY_CHARS = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +70,24 @@ def normalise(text: str) -> str:
     return _PUNCT_EDGE.sub("", _SPACE.sub(" ", folded).strip())
 
 
+def _trigrams(text: str) -> Counter[str]:
+    text = normalise(text)[:_SIMILARITY_CHARS]
+    if len(text) < 3:
+        return Counter([text]) if text else Counter()
+    return Counter(text[i : i + 3] for i in range(len(text) - 2))
+
+
 def similarity(a: str, b: str) -> float:
+    """Dice coefficient of character-trigram multisets: 0..1, linear in the text length
+    (an edit-distance ratio can be quadratic or worse on repetitive text, and this runs
+    on the event loop for every compared pair)."""
     if a == b:
         return 1.0
-    if not a or not b:
+    grams_a, grams_b = _trigrams(a), _trigrams(b)
+    total = sum(grams_a.values()) + sum(grams_b.values())
+    if not total:
         return 0.0
-    return SequenceMatcher(None, a[:_SIMILARITY_CHARS], b[:_SIMILARITY_CHARS], autojunk=False).ratio()
+    return 2 * sum((grams_a & grams_b).values()) / total
 
 
 def _is_json(text: str) -> bool:

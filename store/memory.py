@@ -83,6 +83,11 @@ class MemoryStore:
             return True
         return False
 
+    async def release_lease(self, name: str, holder: str) -> None:
+        self._check()
+        if self._leases.get(name, ("", 0.0))[0] == holder:
+            del self._leases[name]
+
     async def set_kill_switch(self, alias: str, on: bool) -> None:
         self._check()
         (self._kills.add if on else self._kills.discard)(alias)

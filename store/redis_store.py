@@ -32,6 +32,11 @@ for i = 5, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
 return 1
 """
 
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
 _LEASE = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
@@ -49,6 +54,7 @@ class RedisStore:
         self._commit = self._redis.register_script(_COMMIT)
         self._create = self._redis.register_script(_CREATE)
         self._lease = self._redis.register_script(_LEASE)
+        self._release = self._redis.register_script(_RELEASE)
 
     def _key(self, *parts: str) -> str:
         return ":".join((self._p, *parts))
@@ -121,6 +127,9 @@ class RedisStore:
     async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
         result = await self._call(self._lease(keys=[self._key("lease", name)], args=[holder, int(ttl_s * 1000)]))
         return bool(result)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self._call(self._release(keys=[self._key("lease", name)], args=[holder]))
 
     async def set_kill_switch(self, alias: str, on: bool) -> None:
         key = self._key("kill_switches")

@@ -182,6 +182,9 @@ class SQLiteStore:
 
         return await self._run(acquire)
 
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self._run(lambda c: c.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder)))
+
     async def set_kill_switch(self, alias: str, on: bool) -> None:
         sql = (
             "INSERT OR IGNORE INTO kill_switches (alias) VALUES (?)" if on

@@ -21,6 +21,10 @@ class JsonLineFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if not isinstance(fields, dict):
             fields = {"message": record.getMessage()}
+        elif record.name != ACCESS_LOGGER:
+            # Operational events keep their message next to their fields ("controller lease taken"
+            # and "... lost" differ only in it); access lines stay fields only.
+            fields = {"message": record.getMessage(), **fields}
         line: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),

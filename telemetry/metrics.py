@@ -159,6 +159,10 @@ class Metrics:
             "cutover_shadow_latency_delta_seconds", "Shadow minus primary latency for each compared pair.",
             ["migration"], buckets=_DELTA_BUCKETS, registry=r,
         )
+        self.shadow_similarity = Histogram(
+            "cutover_shadow_similarity", "Text similarity (0..1) of each compared pair with both sides answering.",
+            ["migration"], buckets=(0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0), registry=r,
+        )
         self.shadow_cost_delta = Histogram(
             "cutover_shadow_cost_delta_usd", "Shadow minus primary cost for each compared pair.",
             ["migration"], buckets=_COST_DELTA_BUCKETS, registry=r,

@@ -82,6 +82,10 @@ async def test_lease_has_one_holder_until_it_expires(store: Store) -> None:
     assert await store.acquire_lease("controller", "a", ttl_s=0.2)
     assert not await store.acquire_lease("controller", "b", ttl_s=0.2)
     assert await store.acquire_lease("controller", "a", ttl_s=0.2)  # renewal
+    await store.release_lease("controller", "b")  # not b's to give up
+    assert not await store.acquire_lease("controller", "b", ttl_s=0.2)
+    await store.release_lease("controller", "a")
+    assert await store.acquire_lease("controller", "b", ttl_s=0.2)
 
 
 async def test_kill_switches(store: Store) -> None:

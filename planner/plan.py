@@ -1,0 +1,430 @@
+"""Plans: the task graph a planner model writes, and the checks that decide whether to trust it.
+
+A planner answers once with JSON following `plan_json_schema()`:
+
+    {"tasks": [{"id": "t1", "instruction": "...", "deps": [], "tier": "cheap", "max_tokens": 512},
+               {"id": "t2", "instruction": "...", "deps": ["t1"], "tier": "cheap", "max_tokens": 256}],
+     "final_instruction": "how to combine the task results into the answer"}
+
+A reply goes through, with no I/O anywhere:
+
+    extract_json(text)        the first JSON object in the reply; code fences and chatter tolerated
+    validate_plan(obj, ...)   shape and types, unique ids, dependency order, acyclicity, size, depth,
+                              fan-in and tier limits -> a frozen `Plan`, or a list of errors that
+                              name the offending task and are fit to send back for one repair
+    repeats_work(plan, done)  a re-plan that mostly redoes finished work ends the loop
+    normalised_shape(msgs)    the key under which a plan for a templated goal can be cached
+
+A dependency must name a task listed *earlier* in the same plan, or a result of an earlier
+round (`known_result_ids`), so the list order is itself a topological order. A Kahn pass
+still checks acyclicity, so the guarantee does not rest on that one rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+Tier = Literal["cheap", "strong"]
+
+# Ids end up inside the delimiters of rendered inputs (`<<<result id="t1">>>`), so they are
+# restricted to characters that cannot forge or break a delimiter.
+_ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_PLAN_KEYS = ("tasks", "final_instruction")
+_TASK_KEYS = ("id", "instruction", "deps", "tier", "max_tokens")
+# A repair prompt with a hundred errors helps nobody; the first few say what is wrong.
+_MAX_ERRORS = 20
+# Each candidate object costs a linear scan; a reply with more stray braces than this is garbage.
+_MAX_CANDIDATES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    id: str
+    instruction: str
+    deps: tuple[str, ...] = ()
+    tier: Tier = "cheap"
+    max_tokens: int = 1024
+
+    def __post_init__(self) -> None:
+        # Callers may pass the list JSON gives them; the task itself stays immutable.
+        if not isinstance(self.deps, tuple):
+            object.__setattr__(self, "deps", tuple(self.deps))
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    tasks: tuple[Task, ...]
+    final_instruction: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tasks, tuple):
+            object.__setattr__(self, "tasks", tuple(self.tasks))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as the planner would write it (for logs and re-plan prompts)."""
+        tasks = [{**asdict(t), "deps": list(t.deps)} for t in self.tasks]
+        return {"tasks": tasks, "final_instruction": self.final_instruction}
+
+
+@dataclass(frozen=True, slots=True)
+class PlanLimits:
+    max_tasks_per_round: int = 16
+    max_tasks_total: int = 32
+    max_depth: int = 8
+    max_fan_in: int = 8
+    max_task_tokens: int = 4096
+    tiers: tuple[Tier, ...] = ("cheap", "strong")
+
+
+def _object(properties: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    # Strict mode: every property required, nothing else allowed.
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def plan_json_schema(limits: PlanLimits | None = None) -> dict[str, Any]:
+    """The JSON schema for a plan, usable with OpenAI strict structured outputs.
+
+    Older strict-mode deployments reject numeric and length keywords, so the limits are
+    stated in descriptions; `validate_plan` enforces them either way.
+    """
+    lim = limits or PlanLimits()
+    task = _object({
+        "id": {"type": "string", "description": "Unique short id: letters, digits, '_', '-', '.'."},
+        "instruction": {"type": "string", "description": "A self-contained instruction for one model call."},
+        "deps": {"type": "array", "items": {"type": "string"},
+                 "description": f"Ids of earlier tasks whose results this task needs (at most {lim.max_fan_in})."},
+        "tier": {"type": "string", "enum": list(lim.tiers), "description": "Which executor model runs the task."},
+        "max_tokens": {"type": "integer", "description": f"Completion token cap, 1 to {lim.max_task_tokens}."},
+    })
+    return _object({
+        "tasks": {"type": "array", "items": task,
+                  "description": f"1 to {lim.max_tasks_per_round} tasks, each listed after the tasks it depends on; "
+                  f"dependency chains at most {lim.max_depth} long."},
+        "final_instruction": {"type": "string", "description": "How to combine the task results into the answer."},
+    })
+
+
+def response_format(limits: PlanLimits | None = None) -> dict[str, Any]:
+    """The `response_format` body field asking for a plan in strict JSON-schema mode."""
+    return {"type": "json_schema", "json_schema": {"name": "plan", "strict": True, "schema": plan_json_schema(limits)}}
+
+
+# Reading JSON out of a reply ---------------------------------------------------------------
+
+_SIGNIFICANT = re.compile(r'[{}"\\]')
+
+
+def _closing_brace(text: str, start: int) -> int | None:
+    """Index of the brace closing the object opened at `start`, ignoring braces inside strings."""
+    depth = 0
+    in_string = False
+    escaped_at = -1
+    for match in _SIGNIFICANT.finditer(text, start):
+        at = match.start()
+        if at == escaped_at:
+            continue
+        char = match.group()
+        if in_string:
+            if char == "\\":
+                escaped_at = at + 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return at
+    return None
+
+
+def extract_json(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The first JSON object in `text` -> (object, None), or (None, what went wrong).
+
+    Accepts a bare object, one inside ``` or ```json fences, and one with prose before or
+    after it. Candidates start at each `{`; a balanced candidate that is not valid JSON is
+    skipped whole (so a nested object inside it is never mistaken for the plan).
+    """
+    if not text or not text.strip():
+        return None, "the reply is empty; expected a JSON object"
+    try:
+        whole = json.loads(text)
+    except ValueError:
+        pass
+    else:
+        if isinstance(whole, dict):
+            return whole, None
+        return None, f"expected a JSON object, got {json.dumps(whole)[:40]}"
+
+    error: str | None = None
+    start = text.find("{")
+    for _ in range(_MAX_CANDIDATES):
+        if start < 0:
+            break
+        end = _closing_brace(text, start)
+        if end is None:
+            error = error or f"the JSON object starting at character {start} is never closed (was the reply cut off?)"
+            start = text.find("{", start + 1)
+            continue
+        try:
+            return json.loads(text[start : end + 1]), None
+        except ValueError as exc:
+            error = error or f"invalid JSON in the object starting at character {start}: {exc}"
+            start = text.find("{", end + 1)
+    return None, error or "no JSON object found in the reply (expected one object: {...})"
+
+
+# Validation ----------------------------------------------------------------------------------
+
+
+def _where(index: int, raw: Any) -> str:
+    task_id = raw.get("id") if isinstance(raw, dict) else None
+    return f"tasks[{index}] (id {task_id!r})" if isinstance(task_id, str) else f"tasks[{index}]"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_task(index: int, raw: Any, limits: PlanLimits, errors: list[str]) -> Task | None:
+    where = _where(index, raw)
+    if not isinstance(raw, dict):
+        errors.append(f"{where}: must be an object with keys {', '.join(_TASK_KEYS)}")
+        return None
+    before = len(errors)
+    errors.extend(f"{where}: unexpected key {key!r} (allowed: {', '.join(_TASK_KEYS)})"
+                  for key in raw if key not in _TASK_KEYS)
+    errors.extend(f"{where}: missing required key {key!r}" for key in _TASK_KEYS if key not in raw)
+    task_id, instruction = raw.get("id"), raw.get("instruction")
+    deps, tier, max_tokens = raw.get("deps"), raw.get("tier"), raw.get("max_tokens")
+    if "id" in raw and not (isinstance(task_id, str) and _ID_PATTERN.fullmatch(task_id)):
+        errors.append(f"{where}: id must be 1-64 characters of letters, digits, '_', '-' or '.'")
+    if "instruction" in raw and not (isinstance(instruction, str) and instruction.strip()):
+        errors.append(f"{where}: instruction must be a non-empty string")
+    if "deps" in raw and not (isinstance(deps, list) and all(isinstance(d, str) for d in deps)):
+        errors.append(f"{where}: deps must be a list of task ids (strings); use [] for none")
+    if "tier" in raw and tier not in limits.tiers:
+        errors.append(f"{where}: tier {tier!r} is not one of {', '.join(map(repr, limits.tiers))}")
+    if "max_tokens" in raw and not (_is_int(max_tokens) and 1 <= max_tokens <= limits.max_task_tokens):
+        errors.append(f"{where}: max_tokens must be an integer from 1 to {limits.max_task_tokens}, got {max_tokens!r}")
+    if len(errors) > before:
+        return None
+    return Task(id=task_id, instruction=instruction, deps=tuple(deps), tier=tier, max_tokens=max_tokens)
+
+
+def topological_order(graph: Mapping[str, Collection[str]]) -> tuple[list[str], list[str]]:
+    """Kahn's algorithm over `node -> its dependencies` (edges to unknown nodes are ignored).
+
+    Returns (order, stuck): `order` lists nodes after their dependencies; `stuck` holds the
+    nodes on a cycle or downstream of one, empty for a DAG.
+    """
+    dependents: dict[str, list[str]] = {node: [] for node in graph}
+    waiting: dict[str, int] = {}
+    for node, deps in graph.items():
+        inside = {d for d in deps if d in graph}
+        waiting[node] = len(inside)
+        for dep in inside:
+            dependents[dep].append(node)
+    ready = [node for node, count in waiting.items() if count == 0]
+    order: list[str] = []
+    while ready:
+        node = ready.pop()
+        order.append(node)
+        for dependent in dependents[node]:
+            waiting[dependent] -= 1
+            if waiting[dependent] == 0:
+                ready.append(dependent)
+    done = set(order)
+    return order, [node for node in graph if node not in done]
+
+
+def _check_graph(raw_tasks: Sequence[Any], limits: PlanLimits, known: Collection[str], errors: list[str]) -> None:
+    """Ids, dependency order, cycles, fan-in and depth, for every task whose id and deps are well-formed
+    (even if other fields are not, so one repair round can fix everything)."""
+    first_index: dict[str, int] = {}
+    for index, raw in enumerate(raw_tasks):
+        task_id = raw.get("id") if isinstance(raw, dict) else None
+        if not isinstance(task_id, str):
+            continue
+        if task_id in known:
+            errors.append(f"{_where(index, raw)}: id {task_id!r} is already taken by a result of an earlier "
+                          "round; choose a new id")
+        elif task_id in first_index:
+            errors.append(f"{_where(index, raw)}: duplicate id {task_id!r} "
+                          f"(already used by tasks[{first_index[task_id]}])")
+        else:
+            first_index[task_id] = index
+
+    graph: dict[str, list[str]] = {}
+    for index, raw in enumerate(raw_tasks):
+        task_id, deps = (raw.get("id"), raw.get("deps")) if isinstance(raw, dict) else (None, None)
+        if not (isinstance(task_id, str) and isinstance(deps, list) and all(isinstance(d, str) for d in deps)):
+            continue
+        where = _where(index, raw)
+        if len(deps) > limits.max_fan_in:
+            errors.append(f"{where}: depends on {len(deps)} tasks, more than the limit of {limits.max_fan_in}; "
+                          "merge some inputs in an intermediate task")
+        if len(set(deps)) < len(deps):
+            errors.append(f"{where}: deps lists the same id more than once")
+        for dep in dict.fromkeys(deps):
+            if dep == task_id:
+                errors.append(f"{where}: depends on itself")
+            elif dep in known or first_index.get(dep, index) < index:
+                continue
+            elif dep in first_index:
+                errors.append(f"{where}: depends on {dep!r}, which is listed later (tasks[{first_index[dep]}]); "
+                              "list every task after the tasks it depends on")
+            else:
+                errors.append(f"{where}: depends on unknown id {dep!r}")
+        if first_index.get(task_id) == index:
+            # Self-loops are reported above; the cycle check covers everything else.
+            graph[task_id] = [d for d in deps if d != task_id]
+
+    order, stuck = topological_order(graph)
+    if stuck:
+        errors.append(f"the dependencies form a cycle; tasks on or behind it: {', '.join(stuck)}")
+        return
+    depth: dict[str, int] = {}
+    parent: dict[str, str] = {}  # node -> its deepest dependency, to print the offending chain
+    for node in order:
+        deepest = max((d for d in graph[node] if d in graph), key=depth.__getitem__, default=None)
+        depth[node] = 1 if deepest is None else 1 + depth[deepest]
+        if deepest is not None:
+            parent[node] = deepest
+    too_deep = [(first_index[n], n) for n in graph if depth[n] > limits.max_depth]
+    if too_deep:
+        index, node = min(too_deep)
+        chain = [node]
+        while chain[-1] in parent:
+            chain.append(parent[chain[-1]])
+        errors.append(
+            f"tasks[{index}] (id {node!r}): dependency chain {' -> '.join(reversed(chain))} is {depth[node]} "
+            f"tasks long, more than the limit of {limits.max_depth}; run steps in parallel or merge them"
+        )
+
+
+def validate_plan(
+    obj: Any,
+    limits: PlanLimits | None = None,
+    tasks_done_before: int = 0,
+    known_result_ids: Collection[str] = frozenset(),
+) -> tuple[Plan | None, list[str]]:
+    """A parsed planner reply -> (Plan, []) if every rule holds, else (None, errors).
+
+    `tasks_done_before` counts tasks of earlier rounds against `max_tasks_total`;
+    `known_result_ids` are earlier rounds' task ids, which new tasks may depend on but not reuse.
+    """
+    limits = limits or PlanLimits()
+    if not isinstance(obj, dict):
+        return None, [f"the plan must be a JSON object with keys {', '.join(map(repr, _PLAN_KEYS))}"]
+    errors = [f"unexpected top-level key {key!r} (allowed: {', '.join(_PLAN_KEYS)})" for key in obj
+              if key not in _PLAN_KEYS]
+    final = obj.get("final_instruction")
+    if not (isinstance(final, str) and final.strip()):
+        errors.append("'final_instruction' must be a non-empty string")
+    raw_tasks = obj.get("tasks")
+    if not isinstance(raw_tasks, list):
+        errors.append("'tasks' must be a list of task objects")
+        return None, errors
+    if not raw_tasks:
+        errors.append("'tasks' is empty; a plan needs at least one task")
+    if len(raw_tasks) > limits.max_tasks_per_round:
+        errors.append(f"the plan has {len(raw_tasks)} tasks, more than the limit of "
+                      f"{limits.max_tasks_per_round} per round")
+    if tasks_done_before + len(raw_tasks) > limits.max_tasks_total:
+        allowed = max(0, limits.max_tasks_total - tasks_done_before)
+        errors.append(f"{tasks_done_before} tasks already ran; {len(raw_tasks)} more would exceed the limit of "
+                      f"{limits.max_tasks_total} in total (at most {allowed} more allowed)")
+    parsed = [t for i, raw in enumerate(raw_tasks) if (t := _parse_task(i, raw, limits, errors)) is not None]
+    _check_graph(raw_tasks, limits, known_result_ids, errors)
+    if errors:
+        if len(errors) > _MAX_ERRORS:
+            errors = [*errors[:_MAX_ERRORS], f"... and {len(errors) - _MAX_ERRORS} more errors"]
+        return None, errors
+    return Plan(tasks=tuple(parsed), final_instruction=final), []
+
+
+# Re-plan guard --------------------------------------------------------------------------------
+
+_NON_WORD = re.compile(r"[\W_]+")
+
+
+def _words(instruction: str) -> str:
+    return " ".join(_NON_WORD.sub(" ", instruction.casefold()).split())
+
+
+def _similar(a: str, b: str, threshold: float) -> bool:
+    if a == b:
+        return True
+    wa, wb = set(a.split()), set(b.split())
+    return bool(wa and wb) and len(wa & wb) / len(wa | wb) >= threshold
+
+
+def repeats_work(
+    new_plan: Plan, done_instructions: Iterable[str], *, overlap: float = 0.8, similarity: float = 0.9
+) -> bool:
+    """True when at least `overlap` of the new plan's tasks redo work that already succeeded.
+
+    Two instructions match when they are equal after folding case, punctuation and
+    whitespace, or when their word sets overlap by `similarity` (Jaccard), so a re-plan
+    that rephrases trivially still counts as a repeat.
+    """
+    done = {_words(s) for s in done_instructions}
+    done.discard("")
+    if not new_plan.tasks or not done:
+        return False
+    repeated = sum(
+        1 for task in new_plan.tasks
+        if any(_similar(_words(task.instruction), d, similarity) for d in done)
+    )
+    return repeated / len(new_plan.tasks) >= overlap
+
+
+# Cache key for templated goals ------------------------------------------------------------------
+
+# Order matters: URLs and emails contain digits and dots, quoted values may contain anything,
+# and mixed letter-digit tokens (order ids, codes) must go before bare numbers split them.
+_PLACEHOLDERS = (
+    (re.compile(r"(?:\b(?:https?|ftp)://|\bwww\.)\S+", re.IGNORECASE), " <url> "),
+    (re.compile(r"[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+"), " <email> "),
+    (re.compile(r"\"[^\"\n]*\"|\u201c[^\u201d\n]*\u201d|`[^`\n]*`|(?<!\w)'[^'\n]*'(?!\w)"), " <str> "),
+    (re.compile(r"\b(?=[A-Za-z_\-]*\d)(?=[\d_\-]*[A-Za-z])[A-Za-z0-9_\-]+\b"), " <id> "),
+    # Long digit runs (account, phone, order numbers) are numbers too: one placeholder, so
+    # values of different lengths still share a key.
+    (re.compile(r"\d+(?:[.,:/]\d+)*"), " <num> "),
+)
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, list):  # content parts: text kept, anything else (an image...) by its type
+        parts = [p for p in content if isinstance(p, dict)]
+        return "\n".join(str(p.get("text", "")) if p.get("type") == "text" else f"<{p.get('type')}>" for p in parts)
+    return "" if content is None else str(content)
+
+
+def _shape_of(text: str) -> str:
+    for pattern, placeholder in _PLACEHOLDERS:
+        text = pattern.sub(placeholder, text)
+    return " ".join(text.casefold().split())
+
+
+def normalised_shape(messages: Sequence[Mapping[str, Any]]) -> str:
+    """sha256 hex of the conversation with its variable parts replaced by placeholders.
+
+    Numbers (digit runs of any length), quoted strings, emails, URLs and letter-digit codes become
+    placeholders and case and whitespace are folded, so the same template filled with
+    different values gives the same key, while a different goal gives a different one.
+    """
+    lines = [
+        f"{str(message.get('role', '')).casefold()}: {_shape_of(_content_text(message.get('content')))}"
+        for message in messages
+    ]
+    # The version prefix retires every old key when the normalisation changes.
+    return hashlib.sha256(("shape-v1\n" + "\n".join(lines)).encode()).hexdigest()

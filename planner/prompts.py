@@ -1,0 +1,91 @@
+"""The messages the meta-model sends: planner, repair, task, joiner. Pure string building.
+
+Task inputs reach a task as delimited blocks (planner.scheduler.render_inputs),
+never spliced into free text, so a result cannot rewrite another task's instruction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+PLANNER_SYSTEM = """You are the planner of a plan-and-execute system. Break the user's request into a small \
+graph of tasks that cheaper models will execute, then say how to write the final answer.
+
+Answer with ONE JSON object and nothing else:
+{"tasks": [{"id": "t1", "instruction": "...", "deps": [], "tier": "cheap", "max_tokens": 400}, ...],
+ "final_instruction": "how to combine the task results into the answer"}
+
+Rules:
+- ids are short and unique; "deps" lists ids of EARLIER tasks whose results this task needs.
+- Tasks without dependencies between them run in parallel; prefer wide graphs over long chains.
+- tier is "cheap" for routine work, "strong" only when a task truly needs a stronger model.
+- Each instruction must be self-contained: the executor sees only it, the user's request and its inputs.
+- Use as few tasks as the request needs; never more than {max_tasks}.
+Budget left for the whole run: {budget}."""
+
+REPAIR = """Your plan could not be used:
+{errors}
+Answer again with ONE corrected JSON object that follows the rules, and nothing else."""
+
+TASK_SYSTEM = """You execute one step of a larger plan. Do exactly the step's instruction, using the inputs \
+given between <<<result ...>>> markers if any. Answer with the step's result only."""
+
+JOINER_SYSTEM = """You are the joiner of a plan-and-execute system. You get the user's request, the plan's \
+final instruction and the results of its tasks (some may have failed or been skipped).
+Answer with ONE JSON object and nothing else, either
+{"action": "finish", "answer": "the complete answer for the user"}
+or, only if the results are clearly insufficient and another round of tasks would fix it,
+{"action": "replan", "feedback": "what is missing and why"}."""
+
+FINAL_FROM_PARTIAL = """A hard limit stopped the run early ({reason}). Write the best answer you can for the \
+user from the results below, and say briefly what could not be completed."""
+
+
+def conversation_text(messages: list[dict[str, Any]]) -> str:
+    lines = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+        lines.append(f"{message.get('role', 'user')}: {content if isinstance(content, str) else ''}")
+    return "\n".join(lines)
+
+
+def planner_messages(
+    messages: list[dict[str, Any]], budget: dict[str, Any], max_tasks: int, feedback: str | None = None,
+    done: str | None = None,
+) -> list[dict[str, Any]]:
+    system = PLANNER_SYSTEM.replace("{max_tasks}", str(max_tasks)).replace(
+        "{budget}", orjson.dumps(budget, default=str).decode()
+    )
+    out = [{"role": "system", "content": system}, *messages]
+    if feedback is not None:
+        out.append({
+            "role": "user",
+            "content": "The previous round did not finish the job. Feedback: " + feedback
+            + "\nResults already available (do NOT plan these again; refer to them by id in deps):\n" + (done or ""),
+        })
+    return out
+
+
+def repair_messages(previous: list[dict[str, Any]], answer: str, errors: list[str]) -> list[dict[str, Any]]:
+    return [
+        *previous,
+        {"role": "assistant", "content": answer[:8000]},
+        {"role": "user", "content": REPAIR.replace("{errors}", "\n".join(f"- {e}" for e in errors[:20]))},
+    ]
+
+
+def task_messages(goal: str, instruction: str, inputs: str) -> list[dict[str, Any]]:
+    user = f"The user's request:\n{goal}\n\nYour step: {instruction}"
+    if inputs:
+        user += f"\n\nInputs:\n{inputs}"
+    return [{"role": "system", "content": TASK_SYSTEM}, {"role": "user", "content": user}]
+
+
+def joiner_messages(goal: str, final_instruction: str, results: str, stopped: str | None) -> list[dict[str, Any]]:
+    system = JOINER_SYSTEM if stopped is None else FINAL_FROM_PARTIAL.replace("{reason}", stopped)
+    user = f"The user's request:\n{goal}\n\nFinal instruction: {final_instruction}\n\nResults:\n{results}"
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]

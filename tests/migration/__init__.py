@@ -1,0 +1,1 @@
+"""Tests of traffic migration: the runtime, the controller, the admin API and the CLI."""

@@ -1,0 +1,255 @@
+"""MigrationRuntime without sockets: per-request decisions, outcome recording, state adoption, sync."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from migration.runtime import Decision, MigrationRuntime, step_key
+from routing.migration_plan import MigrationSpec
+from routing.rollout import MigrationState, Resumable
+from routing.split import choose_arm
+from routing.table import Route, TargetRef
+from routing.window import ArmWindow, Outcome, StepWindow
+from store.base import StoredMigration
+from store.memory import MemoryStore
+from telemetry.metrics import Metrics
+from tests.migration.support import ALIAS, MIGRATION_ID, PHASES, SALT, fast_plan, migration_spec
+
+BASE = TargetRef("legacy", "old")
+CAND = TargetRef("modern", "new")
+BACKUP = TargetRef("backup", "spare")
+ROUTE = Route(ALIAS, (BASE, BACKUP), "error")
+SPEC = MigrationSpec.model_validate(migration_spec(plan=fast_plan(), shadow={"exclude_tools": ["send_email"]}))
+OK = Outcome("ok", 10.0, None, 100)
+
+
+def _state(phase: str, weight_bp: int = 0, shadow: float = 0.0, started: float | None = 100.0, version: int = 1,
+           **fields: Any) -> MigrationState:
+    return MigrationState(phase, 0, weight_bp, shadow, started, version=version, **fields)  # type: ignore[arg-type]
+
+
+def _runtime(
+    store: MemoryStore | None = None, rng: Callable[[], float] = lambda: 0.5, metrics: Metrics | None = None
+) -> MigrationRuntime:
+    return MigrationRuntime(store or MemoryStore(), metrics or Metrics(), "replica-a", rng=rng)
+
+
+def _decide(runtime: MigrationRuntime, payload: dict[str, Any] | None = None, header: str | None = None,
+            client_key: str | None = None, route: Route = ROUTE) -> Decision | None:
+    return runtime.decide(route, payload if payload is not None else {"user": "u1"}, header, client_key)
+
+
+def _key_on(arm: str, weight_bp: int, prefix: str) -> str:
+    """A sticky key the hash puts on `arm` at `weight_bp`."""
+    return next(
+        key for key in (f"{prefix}{i}" for i in range(10_000))
+        if choose_arm(weight_bp, key, SALT, MIGRATION_ID, lambda: 0.0) == arm
+    )
+
+
+def _tool(name: str) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name, "parameters": {}}}
+
+
+def _sample(metrics: Metrics, name: str, labels: dict[str, str]) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def test_an_alias_without_a_running_migration_is_served_as_configured() -> None:
+    runtime = _runtime()
+    assert _decide(runtime) is None and runtime.sticky_header(ALIAS) is None
+    for phase in ("pending", "rolled_back", "aborted"):
+        runtime.apply(SPEC, _state(phase, started=None if phase == "pending" else 100.0, version=10))
+        assert _decide(runtime) is None, phase
+    assert runtime.sticky_header(ALIAS) == b"x-cutover-sticky-key"
+    assert runtime.sticky_header("other-alias") is None
+
+
+def test_the_arm_goes_first_and_the_candidate_is_never_the_baselines_fallback() -> None:
+    runtime = _runtime()
+    runtime.apply(SPEC, _state("canary", weight_bp=10_000))
+    decision = _decide(runtime)
+    assert decision is not None
+    assert (decision.arm, decision.arm_target, decision.targets) == ("candidate", CAND, (CAND, BASE, BACKUP))
+    assert decision.migration_id == MIGRATION_ID and decision.step_started_at == 100.0
+
+    runtime.apply(SPEC, _state("canary", weight_bp=0, version=2))
+    # Even when the alias's own route lists the candidate, a baseline request never falls back to it.
+    listed = Route(ALIAS, (BASE, CAND, BACKUP), "error")
+    decision = _decide(runtime, route=listed)
+    assert decision is not None
+    assert (decision.arm, decision.arm_target, decision.targets) == ("baseline", BASE, (BASE, BACKUP))
+
+
+def test_the_sticky_key_is_the_header_then_the_user_then_the_client_key() -> None:
+    runtime = _runtime()
+    runtime.apply(SPEC, _state("canary", weight_bp=5000))
+    on_candidate, on_baseline = _key_on("candidate", 5000, "c"), _key_on("baseline", 5000, "b")
+
+    def arm(**kwargs: Any) -> str:
+        decision = _decide(runtime, **kwargs)
+        assert decision is not None
+        return decision.arm
+
+    assert arm(payload={"user": on_baseline}, header=on_candidate, client_key=on_baseline) == "candidate"
+    assert arm(payload={"user": on_baseline}, client_key=on_candidate) == "baseline"
+    assert arm(payload={"user": on_candidate}, client_key=on_baseline) == "candidate"
+    assert arm(payload={}, client_key=on_candidate) == "candidate"
+    assert arm(payload={"user": 42}, client_key=on_baseline) == "baseline"  # a non-string user is no key
+    for _ in range(20):
+        assert arm(payload={"user": on_candidate}) == "candidate"
+
+
+@pytest.mark.parametrize(
+    ("draw", "arm"), [(0.1, "candidate"), (0.49, "candidate"), (0.5, "baseline"), (0.9, "baseline")]
+)
+def test_a_keyless_request_draws_from_the_injected_rng(draw: float, arm: str) -> None:
+    runtime = _runtime(rng=lambda: draw)
+    runtime.apply(SPEC, _state("canary", weight_bp=5000))
+    decision = _decide(runtime, payload={})
+    assert decision is not None and decision.arm == arm
+
+
+def test_shadow_copies_go_to_the_arm_not_serving_and_never_while_paused() -> None:
+    runtime = _runtime()
+    runtime.apply(SPEC, _state("shadow", shadow=100.0))
+    decision = _decide(runtime)
+    assert decision is not None
+    assert (decision.arm, decision.shadow_arm, decision.shadow_target) == ("baseline", "candidate", CAND)
+    assert runtime.shadow_allowed(decision)
+
+    # Promoted: everybody on the candidate, copies back to the old baseline.
+    runtime.apply(SPEC, _state("promoted", weight_bp=10_000, shadow=100.0, version=2))
+    decision = _decide(runtime)
+    assert decision is not None
+    assert (decision.arm, decision.shadow_arm, decision.shadow_target) == ("candidate", "baseline", BASE)
+
+    # In a canary copies go to the baseline, so a baseline request is not copied onto itself.
+    runtime.apply(SPEC, _state("canary", weight_bp=5000, shadow=100.0, version=3))
+    baseline_user = _key_on("baseline", 5000, "b")
+    decision = _decide(runtime, payload={"user": baseline_user})
+    assert decision is not None and decision.arm == "baseline" and decision.shadow_target is None
+
+    paused = _state("paused", shadow=100.0, version=4, paused_from=Resumable("shadow", 0))
+    runtime.apply(SPEC, paused)
+    decision = _decide(runtime)
+    assert decision is not None and decision.shadow_target is None and decision.shadow_arm is None
+
+
+def test_a_request_naming_an_excluded_tool_is_not_copied() -> None:
+    metrics = Metrics()
+    runtime = _runtime(metrics=metrics)
+    runtime.apply(SPEC, _state("shadow", shadow=100.0))
+    excluded = _decide(runtime, payload={"user": "u1", "tools": [_tool("lookup"), _tool("send_email")]})
+    allowed = _decide(runtime, payload={"user": "u1", "tools": [_tool("lookup")]})
+    assert excluded is not None and excluded.shadow_target is None and excluded.arm == "baseline"
+    assert allowed is not None and allowed.shadow_target == CAND
+    assert _sample(metrics, "cutover_shadow_requests_total", {"migration": MIGRATION_ID, "outcome": "excluded"}) == 1
+
+
+def test_the_kill_switch_serves_the_route_as_configured() -> None:
+    runtime = _runtime()
+    runtime.apply(SPEC, _state("canary", weight_bp=10_000))
+    runtime.set_kill_switches([ALIAS])
+    assert runtime.kill_switches() == frozenset({ALIAS})
+    assert _decide(runtime) is None
+    runtime.set_kill_switches([])
+    decision = _decide(runtime)
+    assert decision is not None and decision.arm == "candidate"
+
+
+def test_outcomes_are_counted_for_their_step_only() -> None:
+    runtime = _runtime()
+    runtime.apply(SPEC, _state("canary", weight_bp=10_000, shadow=5.0))
+    decision = _decide(runtime)
+    assert decision is not None
+    for _ in range(3):
+        runtime.record(decision, "baseline", OK)
+    runtime.record(decision, "candidate", Outcome("error"))
+    runtime.record_pair(decision, 150, 100)
+    window = runtime.local_window(MIGRATION_ID)
+    assert window is not None and window.started_at == 100.0
+    assert (window.baseline.requests, window.candidate.requests, window.candidate.errors) == (3, 1, 1)
+    assert window.candidate.pairs.count == 1 and window.candidate.pairs.total == 500_000
+
+    # A new step: what was counted belongs to the old window, and late samples of the old step are dropped.
+    runtime.apply(SPEC, _state("canary", weight_bp=10_000, shadow=5.0, started=200.0, version=2))
+    assert not runtime.shadow_allowed(decision)
+    runtime.record(decision, "candidate", OK)
+    runtime.record_pair(decision, 150, 100)
+    window = runtime.local_window(MIGRATION_ID)
+    assert window == StepWindow(200.0)
+
+
+def test_an_older_state_never_replaces_a_newer_one() -> None:
+    metrics = Metrics()
+    runtime = _runtime(metrics=metrics)
+    newer = _state("canary", weight_bp=5000, version=3)
+    runtime.apply(SPEC, newer)
+    runtime.apply(SPEC, _state("shadow", shadow=10.0, started=50.0, version=2))
+    assert runtime.migrations()[MIGRATION_ID] == (SPEC, newer)
+    for phase in PHASES:
+        value = _sample(metrics, "cutover_migration_phase", {"migration": MIGRATION_ID, "phase": phase})
+        assert value == (1.0 if phase == "canary" else 0.0)
+    assert _sample(metrics, "cutover_migration_candidate_weight_ratio", {"migration": MIGRATION_ID}) == 0.5
+    # The same version again (a sync reading back what was just committed) is harmless.
+    runtime.apply(SPEC, newer)
+    assert runtime.migrations()[MIGRATION_ID][1] is newer
+
+
+def test_an_alias_follows_its_running_migration() -> None:
+    runtime = _runtime()
+    finished = MigrationSpec.model_validate(migration_spec(migration_id="old-one", plan=fast_plan()))
+    runtime.apply(finished, _state("rolled_back", version=5))
+    runtime.apply(SPEC, _state("canary", weight_bp=10_000))
+    decision = _decide(runtime)
+    assert decision is not None and decision.migration_id == MIGRATION_ID
+    # A finished migration read later does not take the alias back.
+    runtime.apply(finished, _state("aborted", version=6))
+    decision = _decide(runtime)
+    assert decision is not None and decision.migration_id == MIGRATION_ID
+
+
+async def test_sync_pushes_windows_pulls_states_and_survives_a_store_outage() -> None:
+    store, metrics = MemoryStore(), Metrics()
+    runtime = _runtime(store, metrics=metrics)
+    state = _state("canary", weight_bp=10_000)
+    runtime.apply(SPEC, state)
+    decision = _decide(runtime)
+    assert decision is not None
+    runtime.record(decision, "candidate", OK)
+    runtime.record(decision, "baseline", OK)
+
+    # Another replica's window of the same step, already in the store.
+    theirs = StepWindow(100.0, ArmWindow.of([OK, OK]), ArmWindow.of([Outcome("error")]))
+    await store.put_window(MIGRATION_ID, step_key(100.0), "replica-b", theirs.to_dict())
+    newer = _state("canary", weight_bp=10_000, version=2, reason="from another replica")
+    await store.create_migration(
+        StoredMigration(MIGRATION_ID, SPEC.model_dump(mode="json"), newer.to_dict(), 2), []
+    )
+    await store.set_kill_switch("some-alias", True)
+
+    assert await runtime.sync() is True
+    assert runtime.store_ok and runtime.last_sync_at is not None
+    assert runtime.migrations()[MIGRATION_ID][1] == newer
+    assert runtime.kill_switches() == frozenset({"some-alias"})
+    stored = [StepWindow.from_dict(d) for d in await store.windows(MIGRATION_ID, step_key(100.0))]
+    mine = StepWindow(100.0, ArmWindow.of([OK]), ArmWindow.of([OK]))
+    assert sorted(stored, key=lambda w: w.baseline.requests) == [mine, theirs]
+    pooled = await runtime.pooled_window(MIGRATION_ID)
+    assert pooled is not None
+    assert (pooled.baseline.requests, pooled.candidate.requests, pooled.candidate.errors) == (3, 2, 1)
+
+    store.available = False
+    assert await runtime.sync() is False
+    assert runtime.store_ok is False
+    assert _sample(metrics, "cutover_store_up", {}) == 0
+    # Still serving with the last state it saw.
+    decision = _decide(runtime)
+    assert decision is not None and decision.arm == "candidate"
+    store.available = True
+    assert await runtime.sync() is True
+    assert runtime.store_ok and _sample(metrics, "cutover_store_up", {}) == 1

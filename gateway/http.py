@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -32,7 +32,8 @@ class ClientDisconnected(Exception):
 
 
 def new_request_id() -> str:
-    return "req_" + uuid.uuid4().hex
+    # os.urandom directly: uuid4() builds a UUID object first, several times the cost.
+    return "req_" + os.urandom(16).hex()
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:

@@ -50,6 +50,10 @@ def serve(config_path: str, host: str, port: int, workers: int, grace_s: float) 
         log_level="warning",
         timeout_graceful_shutdown=int(grace_s) if grace_s else None,
         timeout_keep_alive=30,
+        # The gateway is addressed directly or behind a proxy that terminates client
+        # addresses itself; uvicorn's X-Forwarded-* rewriting is per-request work for nothing.
+        proxy_headers=False,
+        server_header=False,
     )
     try:
         if workers > 1:

@@ -43,6 +43,7 @@ def _build_fastapi(state: GatewayState) -> FastAPI:
             state.ready = False
             await state.migration.stop()
             await state.registry.close()
+            await state.metas.close()
 
     app = FastAPI(title="cutover", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = state
@@ -116,4 +117,7 @@ def _with_request_id(send: Send) -> Send:
 
 
 def create_app(config: GatewayConfig, metrics: Metrics | None = None, store: Store | None = None) -> CutoverApp:
-    return CutoverApp(GatewayState.build(config, metrics, store))
+    app = CutoverApp(GatewayState.build(config, metrics, store))
+    # Meta-models call models through this very app, in-process.
+    app.state.metas.bind(app)
+    return app

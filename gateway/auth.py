@@ -31,6 +31,9 @@ class KeyRing:
         """The loader has already turned every `key_env` into a hash."""
         return cls([(key.name, bytes.fromhex(key.hash.partition(":")[2])) for key in keys if key.hash], open_access)
 
+    def add(self, name: str, plain: str) -> None:
+        self._entries.append((name, hashlib.sha256(plain.encode()).digest()))
+
     @property
     def has_keys(self) -> bool:
         return bool(self._entries)

@@ -29,6 +29,7 @@ from gateway.errors import (
 from providers.base import (
     Provider,
     ProviderError,
+    RunFailed,
     UpstreamConnectError,
     UpstreamReply,
     UpstreamRequest,
@@ -86,6 +87,8 @@ def final_error(exc: ProviderError | None, alias: str) -> GatewayError:
         if exc.status == 503:
             return ServiceUnavailable(f"Every upstream provider for '{alias}' is unavailable.")
         return BadGateway(f"The upstream provider for '{alias}' failed with status {exc.status}.")
+    if isinstance(exc, RunFailed):
+        return ServiceUnavailable(f"'{alias}' could not answer: {exc}")
     if isinstance(exc, UpstreamTimeout):
         return GatewayTimeout(f"The upstream provider for '{alias}' did not answer in time.")
     if isinstance(exc, UpstreamConnectError):
@@ -118,6 +121,8 @@ class Dispatcher:
         stream: bool,
         prepare: Prepare,
         on_failure: Callable[[TargetRef, ProviderError], None] | None = None,
+        idempotency_key: str | None = None,
+        client: str | None = None,
     ) -> Served:
         last_error: ProviderError | None = None
         overflow: ContextLengthExceeded | None = None
@@ -136,7 +141,7 @@ class Dispatcher:
                 self._metrics.fallbacks.labels(route.alias, previous.provider, previous.model).inc()
             previous = target
             provider = self._providers[target.provider]
-            request = UpstreamRequest(path=path, payload=payload, stream=stream, request_id=request_id)
+            request = UpstreamRequest(path, payload, stream, request_id, idempotency_key, client)
 
             outcome = await self._on_target(provider, target, request)
             waited += outcome.spent_s

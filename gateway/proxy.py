@@ -46,7 +46,7 @@ from gateway.state import GatewayState
 from migration.accounting import account_primary
 from migration.runtime import Decision
 from migration.shadow import ShadowPair, to_micros
-from providers.base import ProviderError
+from providers.base import ProviderError, UpstreamReply
 from providers.pricing import ZERO, Usage, format_usd, usage_from_openai
 from routing.compare import AnswerSummary, summarise_completion, summarise_stream
 from routing.context import fit_oldest_first, may_overflow
@@ -108,14 +108,15 @@ class ProxyEndpoint:
             route = self._migrate(scope, route, payload, ex)
             served = await state.dispatcher.serve(
                 route, self.upstream_path, ex.request_id, ex.stream, self._preparer(route, payload, len(body), ex),
-                on_failure=self._note_failure(ex),
+                on_failure=self._note_failure(ex), idempotency_key=_text(header(scope, b"idempotency-key")),
+                client=ex.key_name,
             )
             ex.target, ex.waited_s, ex.attempts = served.target, served.waited_s, served.attempts
             if served.stream is not None:
                 await self._relay_stream(receive, send, served.stream, served.payload, payload, ex, base_headers)
             else:
                 assert served.reply is not None
-                await self._respond(send, served.reply.body, served.reply.data, served.payload, ex, base_headers)
+                await self._respond(send, served.reply, served.payload, ex, base_headers)
         except GatewayError as exc:
             ex.status, ex.error = exc.status, exc.code or exc.type
             await send_error(send, exc, base_headers)
@@ -206,10 +207,10 @@ class ProxyEndpoint:
 
         return prepare
 
-    def _cost(self, ex: Exchange, usage: Usage) -> None:
+    def _cost(self, ex: Exchange, usage: Usage, known: Decimal | None = None) -> None:
         assert ex.target is not None
         ex.usage = usage
-        ex.cost = self.state.prices.cost(ex.target.provider, ex.target.model, usage)
+        ex.cost = known if known is not None else self.state.prices.cost(ex.target.provider, ex.target.model, usage)
 
     def _headers(self, ex: Exchange, base: Headers) -> Headers:
         assert ex.target is not None
@@ -228,10 +229,11 @@ class ProxyEndpoint:
         return max(0.0, time.perf_counter() - ex.started - ex.waited_s)
 
     async def _respond(
-        self, send: Send, body: bytes, data: dict[str, Any], sent: dict[str, Any], ex: Exchange, base: Headers
+        self, send: Send, reply: UpstreamReply, sent: dict[str, Any], ex: Exchange, base: Headers
     ) -> None:
+        body, data = reply.body, reply.data
         usage = usage_from_openai(data.get("usage")) or self._estimate(sent, data)
-        self._cost(ex, usage)
+        self._cost(ex, usage, reply.known_cost)
         if ex.shadow is not None:
             ex.reply_data = data
         headers = self._headers(ex, base)
@@ -265,7 +267,7 @@ class ProxyEndpoint:
         if ex.shadow is not None:
             ex.stream_events = outcome.events
         usage = usage_from_openai(outcome.usage) or self._estimate_stream(sent, outcome.events)
-        self._cost(ex, usage)
+        self._cost(ex, usage, getattr(stream, "known_cost", None))
         if outcome.error is not None:
             ex.error = outcome.error.kind
             ex.status = 502  # for the arm's record: the client got 200 headers, then a broken stream
@@ -351,6 +353,10 @@ class ProxyEndpoint:
             self.state.migrations, self.state.metrics, ex.decision, ex.target, ex.arm_failure, ex.status, total,
             ex.ttft_s, to_micros(ex.cost), ex.shadow, summary,
         )
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1")[:200] if value else None
 
 
 def _openai_shaped(body: bytes, status: int) -> bytes:

@@ -12,6 +12,7 @@ from gateway.dispatch import Dispatcher
 from migration.runtime import MigrationRuntime
 from migration.shadow import ShadowRunner
 from migration.wiring import Migrations, build_migrations
+from planner.wiring import INTERNAL_KEY_NAME, MetaModels, provider_name
 from providers.pricing import PriceBook
 from providers.registry import ProviderRegistry
 from providers.tokens import TokenCounter
@@ -36,6 +37,7 @@ class GatewayState:
     dispatcher: Dispatcher
     log: logging.Logger
     migration: Migrations
+    metas: MetaModels
     started_at: int = field(default_factory=lambda: int(time.time()))
     ready: bool = False
 
@@ -53,20 +55,26 @@ class GatewayState:
         prices = PriceBook(config.prices)
         tokens = TokenCounter()
         registry = ProviderRegistry(config.providers)
+        migration = build_migrations(config, registry.providers, prices, tokens, metrics, store)
+        metas = MetaModels(config, prices, metrics, migration.runtime.replica)
+        registry.providers.update(metas.providers())
+        keys = KeyRing.from_config(config.auth)
+        keys.add(INTERNAL_KEY_NAME, metas.internal_key)
         breakers = CircuitBreakers(
             config.routing.circuit_breaker.failure_threshold, config.routing.circuit_breaker.cooldown_s
         )
         return cls(
             config=config,
-            routes=RouteTable(config.models),
+            routes=RouteTable(config.models, {name: provider_name(name) for name in config.meta_models}),
             registry=registry,
             breakers=breakers,
             prices=prices,
             tokens=tokens,
-            keys=KeyRing.from_config(config.auth),
+            keys=keys,
             admin_keys=KeyRing.of(config.admin.keys),
             metrics=metrics,
             dispatcher=Dispatcher(registry.providers, breakers, config.routing.retry, metrics),
             log=access_logger(),
-            migration=build_migrations(config, registry.providers, prices, tokens, metrics, store),
+            migration=migration,
+            metas=metas,
         )

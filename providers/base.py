@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol
 
 
@@ -36,6 +37,14 @@ class UpstreamStreamBroken(ProviderError):
     kind = "stream_broken"
 
 
+class RunFailed(ProviderError):
+    """A provider that does its own work (the plan-and-execute meta-model) could not answer.
+    Never retried: the run may already have spent money."""
+
+    retryable = False
+    kind = "run_failed"
+
+
 class UpstreamStatusError(ProviderError):
     def __init__(self, status: int, body: bytes, retry_after_s: float | None = None) -> None:
         super().__init__(f"upstream answered {status}")
@@ -54,6 +63,9 @@ class UpstreamRequest:
     payload: dict[str, Any]
     stream: bool
     request_id: str
+    # Only providers that run work of their own read these (the meta-model's idempotent runs).
+    idempotency_key: str | None = None
+    client: str | None = None
 
 
 @dataclass(slots=True)
@@ -63,6 +75,8 @@ class UpstreamReply:
     content_type: str
     # The body parsed once, so the gateway can read usage without parsing again.
     data: dict[str, Any] = field(default_factory=dict)
+    # Set by providers that account for their own spend (the meta-model's summed calls).
+    known_cost: Decimal | None = None
 
 
 class UpstreamStream(Protocol):

@@ -28,7 +28,8 @@ class Route:
 
 
 class RouteTable:
-    def __init__(self, models: Mapping[str, ModelRoute]) -> None:
+    def __init__(self, models: Mapping[str, ModelRoute], meta_models: Mapping[str, str] | None = None) -> None:
+        """`meta_models` maps a meta-model name to the provider that serves it (one target, no fallback)."""
         self._routes = {
             alias: Route(
                 alias=alias,
@@ -37,6 +38,8 @@ class RouteTable:
             )
             for alias, route in models.items()
         }
+        for name, provider in (meta_models or {}).items():
+            self._routes[name] = Route(alias=name, targets=(TargetRef(provider, name),), on_context_overflow="error")
 
     def get(self, alias: str) -> Route | None:
         return self._routes.get(alias)

@@ -23,8 +23,10 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.8, 1, 2.5, 5, 10
 _DELTA_BUCKETS = (-5, -1, -0.5, -0.25, -0.1, -0.05, -0.01, 0, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 5)
 _COST_DELTA_BUCKETS = (-0.01, -0.001, -0.0001, -0.00001, -0.000001, 0, 0.000001, 0.00001, 0.0001, 0.001, 0.01)
 
+_COUNT_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+_RUN_COST_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5)
+
 UNKNOWN = "unknown"
-NO_MIGRATION = ""
 
 
 def multiprocess_dir() -> str | None:
@@ -105,6 +107,45 @@ class Metrics:
 
         self._series: dict[tuple[str, ...], RequestSeries] = {}
         self._define_migration_metrics(r)
+        self._define_planner_metrics(r)
+
+    def _define_planner_metrics(self, r: CollectorRegistry) -> None:
+        self.pe_runs = Counter(
+            "cutover_pe_runs", "Plan-and-execute runs by finish reason (stop, length, error) and stop reason.",
+            ["meta_model", "outcome", "stop_reason"], registry=r,
+        )
+        self.pe_tasks = Histogram(
+            "cutover_pe_tasks_per_run", "Tasks executed per run.", ["meta_model"], buckets=_COUNT_BUCKETS, registry=r,
+        )
+        self.pe_llm_calls = Histogram(
+            "cutover_pe_llm_calls_per_run", "Model calls per run (planner, executors, joiner).", ["meta_model"],
+            buckets=_COUNT_BUCKETS, registry=r,
+        )
+        self.pe_replans = Counter("cutover_pe_replans", "Re-plans.", ["meta_model"], registry=r)
+        self.pe_cost = Histogram(
+            "cutover_pe_run_cost_usd", "What a run cost, every internal call summed.", ["meta_model"],
+            buckets=_RUN_COST_BUCKETS, registry=r,
+        )
+        self.pe_equivalent_cost = Histogram(
+            "cutover_pe_run_planner_equivalent_cost_usd",
+            "The same run's tokens priced at the planner model: what running every step on it would cost.",
+            ["meta_model"], buckets=_RUN_COST_BUCKETS, registry=r,
+        )
+        self.pe_duration = Histogram(
+            "cutover_pe_run_duration_seconds", "Wall-clock time of a run.", ["meta_model"], buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.pe_task_duration = Histogram(
+            "cutover_pe_task_duration_seconds", "One task, by executor tier.", ["meta_model", "tier"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.pe_cache = Counter(
+            "cutover_pe_plan_cache", "Plan cache lookups by result (hit, miss).", ["meta_model", "result"], registry=r,
+        )
+        self.pe_overhead = Histogram(
+            "cutover_pe_scheduler_overhead_seconds", "Scheduler time between a task becoming ready and its call.",
+            ["meta_model"], buckets=_OVERHEAD_BUCKETS, registry=r,
+        )
 
     def _define_migration_metrics(self, r: CollectorRegistry) -> None:
         self.arm_requests = Counter(

@@ -1,0 +1,322 @@
+"""One plan-and-execute run: plan (or reuse a cached plan), execute, join, maybe re-plan, answer.
+
+    fast path?  -- short single-step request --> one executor call --> answer
+    plan        -- planner call, JSON task graph; one repair attempt with the validator's
+                   errors; still invalid --> a single completion on the planner model
+    execute     -- planner.scheduler.run_plan: event-driven DAG on executor aliases
+    join        -- joiner call: finish (with the answer) or replan (with feedback)
+    caps        -- planner.budget: calls, tokens, dollars, tasks, re-plans, deadline; when one
+                   stops the run, the answer is written from the partial results and the
+                   completion ends with finish_reason "length"
+
+Every model call goes through `InternalCaller`, i.e. the gateway's own routing. Nothing
+here raises for a bad plan or a failed call: the run always ends in an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from config.schema import MetaModelConfig
+from planner.budget import DEADLINE, REPEATED_WORK, Budget, BudgetExhausted, Caps
+from planner.internal import CallFailed, CallResult, InternalCaller
+from planner.plan import Plan, PlanLimits, Task, extract_json, repeats_work, response_format, validate_plan
+from planner.prompts import (
+    conversation_text,
+    joiner_messages,
+    planner_messages,
+    repair_messages,
+    task_messages,
+)
+from planner.scheduler import AttemptFailed, TaskResult, render_inputs, run_plan
+
+Progress = Callable[[str], Awaitable[None]]
+# Time kept back from the deadline for writing the answer from partial results.
+_ANSWER_RESERVE_S = 0.05
+
+
+@dataclass
+class RunOutcome:
+    answer: str
+    finish_reason: str
+    stop_reason: str | None
+    usage: dict[str, int]
+    cost: Decimal
+    trace: dict[str, Any]
+    tasks_run: int
+    llm_calls: int
+    replans: int
+    duration_s: float
+    task_durations: list[tuple[str, float]] = field(default_factory=list)
+    scheduler_overhead_s: list[float] = field(default_factory=list)
+    cache_hit: bool | None = None
+
+
+class PlanRun:
+    def __init__(
+        self, name: str, config: MetaModelConfig, caller: InternalCaller, request_id: str,
+        cached_plan: dict[str, Any] | None = None, progress: Progress | None = None,
+        journal: Any = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.caller = caller
+        self.request_id = request_id
+        caps = config.caps
+        self.budget = Budget(Caps(
+            max_replans=caps.max_replans, max_tasks=caps.max_tasks, max_llm_calls=caps.max_llm_calls,
+            max_total_tokens=caps.max_total_tokens, max_cost_usd=caps.max_cost_usd, deadline_s=caps.deadline_s,
+        ))
+        shape = config.shape
+        self.limits = PlanLimits(
+            max_tasks_per_round=shape.max_tasks_per_round, max_tasks_total=caps.max_tasks,
+            max_depth=shape.max_depth, max_fan_in=shape.max_fan_in, max_task_tokens=shape.max_task_tokens,
+        )
+        self.cached_plan = cached_plan
+        self.progress = progress
+        self.journal = journal
+        self.calls: list[dict[str, Any]] = []
+        self.plans: list[dict[str, Any]] = []
+        self.notes: list[str] = []
+        self.started = time.monotonic()
+
+    # -- model calls ------------------------------------------------------------------------
+    async def _call(
+        self, role: str, alias: str, messages: list[dict[str, Any]], max_tokens: int | None = None,
+        json_format: dict[str, Any] | None = None,
+    ) -> CallResult | None:
+        """A planner/joiner/fast-path call under the budget; None when the budget or the upstream says no."""
+        try:
+            reservation = self.budget.reserve(max_tokens or 0)
+        except BudgetExhausted as exc:
+            self.notes.append(f"{role} call not made: {exc.reason}")
+            return None
+        try:
+            async with asyncio.timeout(max(0.0, self.budget.seconds_left() - _ANSWER_RESERVE_S)):
+                result = await self.caller.complete(alias, messages, max_tokens, json_format, self.request_id)
+        except (CallFailed, TimeoutError) as exc:
+            self.budget.charge(0, 0, Decimal(0), reservation)
+            self.calls.append({"role": role, "alias": alias, "status": "failed", "error": str(exc)[:200]})
+            return None
+        self.budget.charge(result.prompt_tokens, result.completion_tokens, result.cost, reservation)
+        self.calls.append(_call_record(role, result))
+        return result
+
+    async def _task(self, task: Task, inputs: dict[str, TaskResult]) -> TaskResult:
+        alias = self.config.executors.get(task.tier) or self.config.executors["cheap"]
+        messages = task_messages(self._goal, task.instruction, render_inputs(task, inputs, self.config.input_chars))
+        started = time.time()
+        try:
+            result = await self.caller.complete(alias, messages, task.max_tokens, None, self.request_id)
+        except CallFailed as exc:
+            # 4xx will not get better by asking again; 429 and 5xx may.
+            raise AttemptFailed(str(exc)[:200], retryable=exc.status == 429 or exc.status >= 500) from None
+        done = TaskResult(
+            task_id=task.id, status="ok", output=result.text, started_at=started, ended_at=time.time(),
+            attempts=1, prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+            cost=result.cost, model=f"{result.provider}/{result.model}",
+        )
+        if self.journal is not None:
+            # Written before the task counts as done, so a resumed run never pays for it twice.
+            await self.journal.task_done(done)
+        if self.progress is not None:
+            await self.progress(f"task {task.id} done ({result.model})\n")
+        return done
+
+    # -- phases -------------------------------------------------------------------------------
+    async def _plan(self, messages: list[dict[str, Any]], feedback: str | None, done: dict[str, TaskResult]) -> (
+        Plan | None
+    ):
+        prompt = planner_messages(
+            messages, self.budget.remaining(), self.limits.max_tasks_per_round, feedback,
+            render_inputs(Task(id="done", instruction="-", deps=tuple(done)), done, self.config.input_chars)
+            if done else None,
+        )
+        json_format = response_format(self.limits) if self.config.planner_json == "json_schema" else {
+            "type": "json_object"}
+        known = frozenset(done)
+        for attempt in ("plan", "repair"):
+            result = await self._call(attempt, self.config.planner, prompt, None, json_format)
+            if result is None:
+                return None
+            obj, error = extract_json(result.text)
+            plan, errors = (None, [error or "no JSON object found"]) if obj is None else validate_plan(
+                obj, self.limits, tasks_done_before=len(done), known_result_ids=known)
+            if plan is not None:
+                self.plans.append(plan.to_dict())
+                return plan
+            self.notes.append(f"{attempt} rejected: {'; '.join(errors[:5])}")
+            prompt = repair_messages(prompt, result.text, errors)
+        return None
+
+    async def _join(self, plan: Plan, results: dict[str, TaskResult]) -> tuple[str, str]:
+        """('finish', answer) or ('replan', feedback); ('', '') when the joiner gave nothing usable."""
+        joiner = self.config.joiner or self.config.planner
+        text = render_inputs(Task(id="join", instruction="-", deps=tuple(results)), results, self.config.input_chars)
+        result = await self._call("join", joiner, joiner_messages(self._goal, plan.final_instruction, text, None),
+                                  None, {"type": "json_object"})
+        if result is None:
+            return "", ""
+        obj, _ = extract_json(result.text)
+        if isinstance(obj, dict) and obj.get("action") == "replan" and isinstance(obj.get("feedback"), str):
+            return "replan", obj["feedback"]
+        if isinstance(obj, dict) and isinstance(obj.get("answer"), str):
+            return "finish", obj["answer"]
+        # A joiner that wrote prose instead of JSON still wrote an answer.
+        return "finish", result.text
+
+    async def _answer_from_partial(self, plan: Plan | None, results: dict[str, TaskResult], reason: str) -> str:
+        text = render_inputs(Task(id="partial", instruction="-", deps=tuple(results)), results,
+                             self.config.input_chars) if results else "(no task finished)"
+        if reason != DEADLINE and self.budget.seconds_left() > _ANSWER_RESERVE_S:
+            joiner = self.config.joiner or self.config.planner
+            final = plan.final_instruction if plan else "answer the user's request"
+            result = await self._call("final", joiner, joiner_messages(self._goal, final, text, reason))
+            if result is not None and result.text:
+                return result.text
+        return f"The run stopped early ({reason}) before an answer could be written. Partial results:\n{text}"
+
+    # -- the run ------------------------------------------------------------------------------
+    async def execute(self, messages: list[dict[str, Any]]) -> RunOutcome:
+        self._goal = conversation_text(messages)
+        fast = self.config.fast_path
+        if fast.enabled and _is_short_single_step(messages, fast.max_prompt_chars):
+            self.notes.append("fast path: a short single-step request, sent straight to one executor call")
+            result = await self._call("fast_path", self.config.executors["cheap"], messages)
+            if result is not None:
+                return self._outcome(result.text, None, {}, [], [], fast_path=True)
+        plan: Plan | None = None
+        cache_hit = None
+        if self.cached_plan is not None:
+            plan, errors = validate_plan(self.cached_plan, self.limits)
+            cache_hit = plan is not None
+            if plan is not None:
+                self.plans.append(plan.to_dict())
+                self.notes.append("plan taken from the plan cache; planner skipped")
+            else:
+                self.notes.append(f"cached plan no longer valid: {'; '.join(errors[:3])}")
+        if plan is None:
+            plan = await self._plan(messages, None, {})
+        if plan is None:
+            self.notes.append("no usable plan after one repair: answered by a single planner completion")
+            result = await self._call("fallback", self.config.planner, messages)
+            if result is None:
+                reason = self._stop_now() or "planner_unavailable"
+                return self._outcome(await self._answer_from_partial(None, {}, reason), reason, {}, [], [],
+                                     cache_hit=cache_hit)
+            return self._outcome(result.text, None, {}, [], [], cache_hit=cache_hit)
+        if self.journal is not None:
+            await self.journal.plan_made(plan)
+        results: dict[str, TaskResult] = dict(self.journal.finished) if self.journal is not None else {}
+        overhead: list[float] = []
+        stop: str | None = None
+        answer: str | None = None
+        while True:
+            pending = Plan(tuple(t for t in plan.tasks if t.id not in results), plan.final_instruction)
+            schedule = await run_plan(
+                pending, self._task, budget=self.budget, deadline_at=self.budget.deadline_at - _ANSWER_RESERVE_S,
+                task_timeout_s=self.config.task_timeout_s, concurrency=self.config.concurrency,
+                per_key_limits=dict.fromkeys(self.config.executors, self.config.per_alias_concurrency),
+                retries=self.config.task_retries, prior_results=results,
+            ) if pending.tasks else None
+            if schedule is not None:
+                results.update(schedule.results)
+                overhead += schedule.overhead_s
+                stop = schedule.stop_reason
+            if stop is not None:
+                break
+            action, text = await self._join(plan, results)
+            if action == "finish":
+                answer = text
+                break
+            stop = self._stop_now()
+            if action != "replan" or stop is not None:
+                stop = stop or "joiner_unavailable"
+                break
+            if (stop := self.budget.can_replan()) is not None:
+                break
+            replanned = await self._plan(messages, text, results)
+            if replanned is None:
+                stop = self._stop_now() or "replan_invalid"
+                break
+            done_instructions = [t.instruction for p in self.plans[:-1] for t in _tasks_of(p)]
+            if repeats_work(replanned, done_instructions):
+                stop = REPEATED_WORK
+                break
+            self.budget.note_replan()
+            plan = Plan(plan.tasks + replanned.tasks, replanned.final_instruction)
+        if answer is None:
+            answer = await self._answer_from_partial(plan, results, stop or "stopped")
+        return self._outcome(answer, stop, results, overhead, list(plan.tasks), cache_hit=cache_hit)
+
+    def _stop_now(self) -> str | None:
+        return self.budget.can_call()
+
+    def _outcome(
+        self, answer: str, stop: str | None, results: dict[str, TaskResult], overhead: list[float],
+        tasks: list[Task], fast_path: bool = False, cache_hit: bool | None = None,
+    ) -> RunOutcome:
+        tiers = {t.id: t.tier for t in tasks}
+        trace = {
+            "meta_model": self.name,
+            "stop_reason": stop,
+            "fast_path": fast_path,
+            "plan_cache_hit": cache_hit,
+            "plans": self.plans,
+            "replans": self.budget.replans,
+            "tasks": [_task_record(r, tiers.get(r.task_id, "cheap")) for r in results.values()],
+            "calls": self.calls,
+            "notes": self.notes,
+            "budget_left": self.budget.remaining(),
+        }
+        return RunOutcome(
+            answer=answer,
+            finish_reason="length" if stop else "stop",
+            stop_reason=stop,
+            usage=self.budget.usage(),
+            cost=self.budget.cost,
+            trace=trace,
+            tasks_run=sum(1 for r in results.values() if r.status in ("ok", "failed", "cancelled")),
+            llm_calls=self.budget.llm_calls,
+            replans=self.budget.replans,
+            duration_s=time.monotonic() - self.started,
+            task_durations=[(tiers.get(r.task_id, "cheap"), r.ended_at - r.started_at) for r in results.values()
+                            if r.status == "ok" and r.started_at is not None and r.ended_at is not None],
+            scheduler_overhead_s=overhead,
+            cache_hit=cache_hit,
+        )
+
+
+def _is_short_single_step(messages: list[dict[str, Any]], max_chars: int) -> bool:
+    users = [m for m in messages if m.get("role") == "user"]
+    if len(users) != 1 or any(m.get("role") in ("assistant", "tool") for m in messages):
+        return False
+    content = users[0].get("content")
+    return isinstance(content, str) and len(content) <= max_chars
+
+
+def _tasks_of(plan: dict[str, Any]) -> list[Task]:
+    return [Task(id=t["id"], instruction=t["instruction"]) for t in plan.get("tasks", [])]
+
+
+def _call_record(role: str, result: CallResult) -> dict[str, Any]:
+    return {
+        "role": role, "alias": result.alias, "provider": result.provider, "model": result.model, "status": "ok",
+        "latency_ms": round(result.latency_s * 1000, 1), "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens, "cost_usd": str(result.cost),
+    }
+
+
+def _task_record(result: TaskResult, tier: str) -> dict[str, Any]:
+    latency = (result.ended_at - result.started_at) if result.started_at and result.ended_at else None
+    return {
+        "id": result.task_id, "tier": tier, "status": result.status, "model": result.model,
+        "attempts": result.attempts, "latency_ms": None if latency is None else round(latency * 1000, 1),
+        "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+        "cost_usd": str(result.cost), "error": result.error,
+    }

@@ -1,0 +1,56 @@
+"""Build the configured meta-models and plug them into the gateway as providers and routes."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, MutableMapping
+from decimal import Decimal
+from typing import Any
+
+from config.schema import GatewayConfig
+from planner.internal import InternalCaller
+from planner.meta_model import MetaModel
+from planner.runs import Runs
+from providers.pricing import PriceBook, Usage
+from telemetry.metrics import Metrics
+
+ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
+INTERNAL_KEY_NAME = "internal"
+
+
+def provider_name(meta_model: str) -> str:
+    return f"meta:{meta_model}"
+
+
+class MetaModels:
+    def __init__(self, config: GatewayConfig, prices: PriceBook, metrics: Metrics, replica: str) -> None:
+        # Internal calls authenticate with a key that exists only in this process's memory.
+        self.internal_key = secrets.token_urlsafe(32)
+        redis = None
+        if config.meta_models and config.store.backend == "redis" and config.store.url:
+            import redis.asyncio as aioredis
+
+            redis = aioredis.Redis.from_url(config.store.url, socket_timeout=config.store.timeout_s)
+        self._redis = redis
+        self.runs = Runs(replica, redis)
+        self.models: dict[str, MetaModel] = {}
+        for name, meta in config.meta_models.items():
+            planner = config.models[meta.planner].targets[0]
+
+            def equivalent(usage: dict[str, int], provider: str = planner.provider, model: str = planner.model) -> (
+                Decimal
+            ):
+                return prices.cost(provider, model, Usage(usage["prompt_tokens"], usage["completion_tokens"]))
+
+            self.models[name] = MetaModel(name, meta, metrics, self.runs, equivalent)
+
+    def providers(self) -> dict[str, MetaModel]:
+        return {provider_name(name): model for name, model in self.models.items()}
+
+    def bind(self, app: ASGIApp) -> None:
+        for name, model in self.models.items():
+            model.bind(InternalCaller(app, self.internal_key, name))
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()

@@ -104,20 +104,19 @@ def cross_check(config: GatewayConfig) -> list[str]:
     problems += _check_meta_models(config)
     if config.store.backend == "redis" and not config.store.url:
         problems.append("store.url: required for backend 'redis'")
-    admin_names = [k.name for k in config.admin.keys]
-    for index, key in enumerate(config.admin.keys):
-        if (key.hash is None) == (key.key_env is None):
-            problems.append(f"admin.keys[{index}]: give exactly one of 'hash' or 'key_env'")
-        if admin_names.count(key.name) > 1:
-            problems.append(f"admin.keys[{index}].name: duplicate key name '{key.name}'")
     if config.auth.mode == "keys" and not config.auth.keys:
         problems.append("auth.keys: at least one client key is required (or set auth.mode: none for local use)")
-    names = [k.name for k in config.auth.keys]
-    for index, key in enumerate(config.auth.keys):
+    return problems + _check_keys(config.admin.keys, "admin") + _check_keys(config.auth.keys, "auth")
+
+
+def _check_keys(keys: list[ClientKey], section: str) -> list[str]:
+    problems: list[str] = []
+    names = [k.name for k in keys]
+    for index, key in enumerate(keys):
         if (key.hash is None) == (key.key_env is None):
-            problems.append(f"auth.keys[{index}]: give exactly one of 'hash' or 'key_env'")
+            problems.append(f"{section}.keys[{index}]: give exactly one of 'hash' or 'key_env'")
         if names.count(key.name) > 1:
-            problems.append(f"auth.keys[{index}].name: duplicate key name '{key.name}'")
+            problems.append(f"{section}.keys[{index}].name: duplicate key name '{key.name}'")
     return problems
 
 

@@ -56,7 +56,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    print(f"{args.config}: ok ({len(config.providers)} providers, {len(config.models)} models)")
+    print(
+        f"{args.config}: ok ({len(config.providers)} providers, {len(config.models)} models, "
+        f"{len(config.meta_models)} meta-models, {len(config.migrations)} migrations)"
+    )
     return 0
 
 

@@ -118,14 +118,19 @@ class OpenAICompatProvider:
             body = b""
         return UpstreamStatusError(resp.status, self.redact(body), parse_retry_after(resp.headers.get("retry-after")))
 
+    async def _open(self, request: UpstreamRequest) -> Response:
+        """Send the request; a response whose head says 2xx (anything else is raised)."""
+        resp = await self._pool_or_fail().request(
+            self._head(request), orjson.dumps(request.payload), read_timeout=self._read_timeout
+        )
+        if resp.status >= 300:
+            raise await self._status_error(resp)
+        return resp
+
     async def send(self, request: UpstreamRequest) -> UpstreamReply:
-        pool = self._pool_or_fail()
         try:
             async with asyncio.timeout(self._total_timeout):
-                resp = await pool.request(self._head(request), orjson.dumps(request.payload),
-                                          read_timeout=self._read_timeout)
-                if resp.status >= 300:
-                    raise await self._status_error(resp)
+                resp = await self._open(request)
                 try:
                     body = await resp.read()
                 except BaseException:
@@ -145,13 +150,9 @@ class OpenAICompatProvider:
         return UpstreamReply(status=resp.status, body=body, content_type=content_type, data=data)
 
     async def open_stream(self, request: UpstreamRequest) -> SSEStream:
-        pool = self._pool_or_fail()
         try:
             async with asyncio.timeout(self._total_timeout):
-                resp = await pool.request(self._head(request), orjson.dumps(request.payload),
-                                          read_timeout=self._read_timeout)
-                if resp.status >= 300:
-                    raise await self._status_error(resp)
+                resp = await self._open(request)
                 if not resp.headers.get("content-type", "").startswith("text/event-stream"):
                     resp.close()
                     raise UpstreamProtocolError(f"provider '{self.name}' did not answer with an event stream")

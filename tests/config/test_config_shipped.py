@@ -82,7 +82,7 @@ def _clear(monkeypatch: pytest.MonkeyPatch, names: dict[str, str]) -> None:
 def test_cli_check_config_demo_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", str(DEMO)]) == 0
     out = capsys.readouterr().out
-    assert "ok (2 providers, 3 models)" in out
+    assert "ok (2 providers, 5 models, 1 meta-models, 0 migrations)" in out
 
 
 @pytest.mark.parametrize(("path", "env"), [(AGGREGATOR, AGGREGATOR_ENV), (OPENAI, OPENAI_ENV)])

@@ -25,6 +25,7 @@ demo: $(VENV)/.installed
 	$(BIN)/cutover demo
 
 test: $(VENV)/.dev-installed
+	command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus) || true
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

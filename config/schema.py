@@ -192,7 +192,8 @@ class MetaModelConfig(Strict):
     caps: PlanCaps = PlanCaps()
     shape: PlanShape = PlanShape()
     concurrency: Annotated[int, Field(ge=1, le=64)] = 5
-    per_alias_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    # Per executor alias within one run; the default does not bind below `concurrency`.
+    per_alias_concurrency: Annotated[int, Field(ge=1, le=64)] = 5
     task_timeout_s: PosFloat = 60.0
     task_retries: Annotated[int, Field(ge=0, le=5)] = 1
     input_chars: Annotated[int, Field(ge=100)] = 4000

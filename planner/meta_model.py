@@ -91,6 +91,9 @@ class MetaModel:
         except Exception as exc:
             self._metrics.pe_runs.labels(self.name, "error", "exception").inc()
             raise RunFailed(f"the {self.name} run failed ({type(exc).__name__})") from None
+        if self._cache is not None and outcome.cache_hit is None and not outcome.trace["fast_path"]:
+            outcome.cache_hit = False
+            outcome.trace["plan_cache_hit"] = False
         self._account(outcome)
         if self._cache is not None and shape:
             failed = any(t["status"] != "ok" for t in outcome.trace["tasks"])

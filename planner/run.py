@@ -81,6 +81,8 @@ class PlanRun:
         self.progress = progress
         self.journal = journal
         self.calls: list[dict[str, Any]] = []
+        # Every successful task's result, also of earlier rounds: what later tasks' inputs are rendered from.
+        self._outputs: dict[str, TaskResult] = {}
         self.plans: list[dict[str, Any]] = []
         self.notes: list[str] = []
         self.started = time.monotonic()
@@ -91,8 +93,13 @@ class PlanRun:
         json_format: dict[str, Any] | None = None,
     ) -> CallResult | None:
         """A planner/joiner/fast-path call under the budget; None when the budget or the upstream says no."""
+        prompt = _prompt_tokens(messages)
+        room = int(self.budget.remaining()["tokens"]) - prompt
+        if max_tokens is None and 0 < room < self.limits.max_task_tokens:
+            # Near the token cap a call may only write what is left of it.
+            max_tokens = room
         try:
-            reservation = self.budget.reserve(max_tokens or 0)
+            reservation = self.budget.reserve(prompt + (max_tokens or 0))
         except BudgetExhausted as exc:
             self.notes.append(f"{role} call not made: {exc.reason}")
             return None
@@ -121,12 +128,18 @@ class PlanRun:
             attempts=1, prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
             cost=result.cost, model=f"{result.provider}/{result.model}",
         )
+        self._outputs[task.id] = done
         if self.journal is not None:
             # Written before the task counts as done, so a resumed run never pays for it twice.
             await self.journal.task_done(done)
         if self.progress is not None:
             await self.progress(f"task {task.id} done ({result.model})\n")
         return done
+
+    def _task_estimate(self, task: Task) -> int:
+        """A task call's tokens before it starts: its prompt (its inputs are known by then) and completion cap."""
+        inputs = render_inputs(task, self._outputs, self.config.input_chars)
+        return task.max_tokens + _prompt_tokens(task_messages(self._goal, task.instruction, inputs))
 
     # -- phases -------------------------------------------------------------------------------
     async def _plan(self, messages: list[dict[str, Any]], feedback: str | None, done: dict[str, TaskResult]) -> (
@@ -157,7 +170,12 @@ class PlanRun:
     async def _join(self, plan: Plan, results: dict[str, TaskResult]) -> tuple[str, str]:
         """('finish', answer) or ('replan', feedback); ('', '') when the joiner gave nothing usable."""
         joiner = self.config.joiner or self.config.planner
-        text = render_inputs(Task(id="join", instruction="-", deps=tuple(results)), results, self.config.input_chars)
+        # The joiner reads the plan's final results (tasks no other task consumed) and every
+        # failure; intermediate results already live inside the final ones, and resending
+        # them made the joiner the dearest call of a run.
+        consumed = {dep for task in plan.tasks for dep in task.deps}
+        shown = {k: r for k, r in results.items() if k not in consumed or r.status != "ok"}
+        text = render_inputs(Task(id="join", instruction="-", deps=tuple(shown)), shown, self.config.input_chars)
         result = await self._call("join", joiner, joiner_messages(self._goal, plan.final_instruction, text, None),
                                   None, {"type": "json_object"})
         if result is None:
@@ -213,6 +231,7 @@ class PlanRun:
         if self.journal is not None:
             await self.journal.plan_made(plan)
         results: dict[str, TaskResult] = dict(self.journal.finished) if self.journal is not None else {}
+        self._outputs.update((k, r) for k, r in results.items() if r.status == "ok")
         overhead: list[float] = []
         stop: str | None = None
         answer: str | None = None
@@ -222,7 +241,7 @@ class PlanRun:
                 pending, self._task, budget=self.budget, deadline_at=self.budget.deadline_at - _ANSWER_RESERVE_S,
                 task_timeout_s=self.config.task_timeout_s, concurrency=self.config.concurrency,
                 per_key_limits=dict.fromkeys(self.config.executors, self.config.per_alias_concurrency),
-                retries=self.config.task_retries, prior_results=results,
+                retries=self.config.task_retries, prior_results=results, estimate_tokens=self._task_estimate,
             ) if pending.tasks else None
             if schedule is not None:
                 results.update(schedule.results)
@@ -255,6 +274,9 @@ class PlanRun:
         return self._outcome(answer, stop, results, overhead, list(plan.tasks), cache_hit=cache_hit)
 
     def _stop_now(self) -> str | None:
+        if self.budget.seconds_left() <= _ANSWER_RESERVE_S:
+            # Only the time kept for writing the answer is left: a call cut off now was cut off by the deadline.
+            return DEADLINE
         return self.budget.can_call()
 
     def _outcome(
@@ -290,6 +312,11 @@ class PlanRun:
             scheduler_overhead_s=overhead,
             cache_hit=cache_hit,
         )
+
+
+def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """A prompt's size for budget estimates: about four characters a token, plus a few per message."""
+    return sum(4 + (len(conversation_text([m])) + 3) // 4 for m in messages)
 
 
 def _is_short_single_step(messages: list[dict[str, Any]], max_chars: int) -> bool:

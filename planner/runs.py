@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -19,10 +20,12 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 
 from planner.plan import Plan
 from planner.scheduler import TaskResult
 
+_log = logging.getLogger("cutover.planner")
 _HEARTBEAT_S = 1.0
 _STALE_S = 5.0
 
@@ -49,11 +52,18 @@ class RedisJournal(Journal):
 
     async def plan_made(self, plan: Plan) -> None:
         await super().plan_made(plan)
-        await self._redis.hset(self._key, "plan", orjson.dumps(plan.to_dict()))
+        await self._write(self._key, "plan", orjson.dumps(plan.to_dict()))
 
     async def task_done(self, result: TaskResult) -> None:
-        await self._redis.hset(self._key + ":tasks", result.task_id, orjson.dumps(asdict(result), default=str))
+        await self._write(self._key + ":tasks", result.task_id, orjson.dumps(asdict(result), default=str))
         await super().task_done(result)
+
+    async def _write(self, key: str, field: str, value: bytes) -> None:
+        # A journal that fails mid-run costs crash-resume, never the run itself.
+        try:
+            await self._redis.hset(key, field, value)
+        except (RedisError, OSError) as exc:
+            _log.warning("run journal write failed", extra={"fields": {"error": str(exc)}})
 
 
 Execute = Callable[[Journal, dict[str, Any] | None], Awaitable[dict[str, Any]]]
@@ -103,6 +113,32 @@ class Runs:
             self._running.pop(key, None)
 
     async def _run_durably(self, key: str, execute: Execute) -> dict[str, Any]:
+        try:
+            claimed = await self._claim(key)
+        except (RedisError, OSError) as exc:
+            # The journal is down: the run still happens, only without crash-resume.
+            _log.warning("run journal unreachable; running without it", extra={"fields": {"error": str(exc)}})
+            return await execute(Journal(), None)
+        if isinstance(claimed, dict):
+            return claimed
+        rkey, finished, plan = claimed
+        beating = asyncio.ensure_future(self._heartbeat(rkey))
+        try:
+            result = await execute(RedisJournal(self._redis, rkey, finished, plan), plan)
+        finally:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
+        try:
+            await self._redis.hset(rkey, mapping={"status": "done", "result": orjson.dumps(result)})
+        except (RedisError, OSError) as exc:
+            _log.warning("run result not journalled", extra={"fields": {"error": str(exc)}})
+        return result
+
+    async def _claim(
+        self, key: str
+    ) -> dict[str, Any] | tuple[str, dict[str, TaskResult], dict[str, Any] | None]:
+        """The stored result of a finished run, or the journal of the run this process now owns."""
         redis = self._redis
         rkey = f"cutover:run:{key}"
         while True:
@@ -127,20 +163,13 @@ class Runs:
         await redis.hset(rkey, mapping={"status": "running", "owner": self._owner, "heartbeat": time.time()})
         await redis.expire(rkey, int(self._ttl))
         await redis.expire(rkey + ":tasks", int(self._ttl))
-        beating = asyncio.ensure_future(self._heartbeat(rkey))
-        try:
-            result = await execute(RedisJournal(redis, rkey, finished, plan), plan)
-        finally:
-            beating.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beating
-        await redis.hset(rkey, mapping={"status": "done", "result": orjson.dumps(result)})
-        return result
+        return rkey, finished, plan
 
     async def _heartbeat(self, rkey: str) -> None:
         while True:
             await asyncio.sleep(_HEARTBEAT_S)
-            await self._redis.hset(rkey, "heartbeat", time.time())
+            with contextlib.suppress(RedisError, OSError):
+                await self._redis.hset(rkey, "heartbeat", time.time())
 
 
 def _task_result(data: dict[str, Any]) -> TaskResult:

@@ -1,0 +1,450 @@
+"""The live scenario behind the dashboard tests.
+
+`cutover serve --workers 2` runs as a subprocess in front of simulated upstreams
+(BackgroundSimulators on loopback ports, so the test can degrade them), with:
+
+* migration m1 (alias gpt-4, legacy -> modern) declared in the config with a plan
+  in seconds: shadow 50 % (a one-copy shadow pool, so copies are also dropped),
+  then canary 50 % -> 100 %;
+* alias chat = [flaky, backup]: the flaky target fails 40 % of attempts, so there
+  are retries, fallbacks and cool-downs while clients still get answers;
+* alias stream: streams that break after their first byte;
+* alias small: a tiny context window with truncate_oldest;
+* two plan-and-execute meta-models: `plan-and-execute` (plan cache on, a strong and
+  cheap tier) and `pe-replan`, whose joiner always asks for a re-plan; its planner
+  target answers its 2nd and 3rd requests with 500s, so the first re-plan falls back
+  to a second target with a different plan (a real re-plan, then stop reason
+  max_replans); later runs get the first plan again, which reuses finished task ids
+  (stop reason replan_invalid).
+
+`Traffic` drives clients from background threads; `Prometheus` runs the real
+server scraping the gateway every second with the shipped alert rules loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from gateway.auth import hash_key
+from simulator import BackgroundSimulator, SimulationSettings
+from tests.support import CLIENT_KEY, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_KEY = "sk-admin-dashboards"
+MIGRATION_ID = "m1"
+
+PE_PLAN = {
+    "tasks": [
+        {"id": "t0", "instruction": "List the refund rules for damaged items", "deps": [], "tier": "cheap",
+         "max_tokens": 40},
+        {"id": "t1", "instruction": "List the refund rules for late deliveries", "deps": [], "tier": "cheap",
+         "max_tokens": 40},
+        {"id": "t2", "instruction": "Check the rules against consumer law", "deps": ["t0", "t1"], "tier": "strong",
+         "max_tokens": 40},
+        {"id": "t3", "instruction": "Write the customer summary", "deps": ["t2"], "tier": "cheap", "max_tokens": 40},
+    ],
+    "final_instruction": "Answer with the customer summary.",
+}
+REPLAN_A = {
+    "tasks": [
+        {"id": "a0", "instruction": "Draft the opening paragraph about pricing", "deps": [], "tier": "cheap",
+         "max_tokens": 30},
+        {"id": "a1", "instruction": "Draft the closing paragraph about support", "deps": ["a0"], "tier": "cheap",
+         "max_tokens": 30},
+    ],
+    "final_instruction": "Join the paragraphs.",
+}
+REPLAN_B = {
+    "tasks": [
+        {"id": "b0", "instruction": "Verify every figure quoted in the draft", "deps": [], "tier": "cheap",
+         "max_tokens": 30},
+        {"id": "b1", "instruction": "Rewrite the contradicting sentences", "deps": ["b0"], "tier": "cheap",
+         "max_tokens": 30},
+    ],
+    "final_instruction": "Give the corrected text.",
+}
+JOIN_FINISH = {"action": "finish", "answer": "Refunds are granted for damaged items and late deliveries."}
+JOIN_REPLAN = {"action": "replan", "feedback": "The paragraphs contradict each other; verify and rewrite them."}
+PE_PROMPT = ("Our refund policy has separate rules for damaged items and for late deliveries. Work out what applies "
+             "in each case, check it against consumer law, and write a short summary for customers.")
+REPLAN_PROMPT = ("Write a two paragraph product note: one paragraph about pricing and one about support. "
+                 "Make sure every figure is right and nothing contradicts.")
+LONG_HISTORY = " ".join(["This is an old part of the conversation that no longer matters."] * 40)
+
+# Shadow 50 % while the step lasts at least 5 s, then canary 50 % and 100 %; one failed check rolls back.
+PLAN = {
+    "shadow_percent": 50, "weights": [50, 100], "min_step_s": 5, "max_step_s": 120, "min_samples": 15,
+    "interval_s": 0.5, "consecutive_failures": 1, "post_promotion_shadow_percent": 20, "safety_window_s": 120,
+}
+BROKEN = {"error_rate": 1.0, "error_kinds": {"server_error": 1.0}}
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Poll until `predicate` returns something truthy (returned); AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Sims:
+    """The simulated upstreams, in this process so the test can change their behaviour."""
+
+    SETTINGS: dict[str, dict[str, Any]] = {
+        "legacy": {"first_token_ms": 20, "per_token_ms": 2, "output_tokens": 8},
+        "modern": {"first_token_ms": 30, "per_token_ms": 1, "output_tokens": 8},
+        "flaky": {"first_token_ms": 5, "output_tokens": 8, "error_rate": 0.4,
+                  "error_kinds": {"server_error": 1.0}},
+        "backup": {"first_token_ms": 10, "output_tokens": 8},
+        "breaky": {"first_token_ms": 5, "per_token_ms": 2, "output_tokens": 12, "error_rate": 0.5,
+                   "error_kinds": {"stream_break": 1.0}},
+        "pe": {"first_token_ms": 10, "output_tokens": 12, "replies": {
+            "planner-m": json.dumps(PE_PLAN), "joiner-m": json.dumps(JOIN_FINISH),
+            "plan-b": json.dumps(REPLAN_B), "joiner-replan": json.dumps(JOIN_REPLAN)}},
+        "plans": {"first_token_ms": 10, "replies": {"plan-a": json.dumps(REPLAN_A)},
+                  "script": ["ok", "server_error", "server_error"]},
+    }
+
+    def __init__(self) -> None:
+        self.sims: dict[str, BackgroundSimulator] = {}
+
+    def start(self) -> None:
+        for name, settings in self.SETTINGS.items():
+            sim = BackgroundSimulator(SimulationSettings(**settings, record=False, seed=7))
+            sim.start()
+            self.sims[name] = sim
+
+    def stop(self) -> None:
+        for sim in self.sims.values():
+            sim.stop()
+
+    def url(self, name: str) -> str:
+        return self.sims[name].base_url
+
+    def degrade(self, name: str, **changes: Any) -> None:
+        sim = self.sims[name]
+        sim.set_settings(sim.settings.model_copy(update=changes))
+
+
+def gateway_config(sims: Sims, state_path: Path) -> dict[str, Any]:
+    def target(provider: str, model: str) -> dict[str, str]:
+        return {"provider": provider, "model": model}
+
+    return {
+        "server": {"request_log": False, "shutdown_grace_s": 5},
+        "auth": {"keys": [{"name": "test", "hash": hash_key(CLIENT_KEY)}]},
+        "admin": {"keys": [{"name": "ops", "hash": hash_key(ADMIN_KEY)}]},
+        "providers": {name: {"type": "openai", "base_url": sims.url(name)} for name in Sims.SETTINGS},
+        "models": {
+            "gpt-4": {"targets": [target("legacy", "legacy-large")]},
+            "chat": {"targets": [target("flaky", "flaky-m"), target("backup", "backup-m")]},
+            "stream": {"targets": [target("breaky", "breaky-m")]},
+            "small": {"targets": [target("backup", "backup-small")], "on_context_overflow": "truncate_oldest"},
+            "strong": {"targets": [target("pe", "planner-m")]},
+            "joiner": {"targets": [target("pe", "joiner-m")]},
+            "cheap": {"targets": [target("pe", "cheap-m")]},
+            "replanner": {"targets": [target("plans", "plan-a"), target("pe", "plan-b")]},
+            "joiner-replan": {"targets": [target("pe", "joiner-replan")]},
+        },
+        "prices": {
+            "legacy-large": {"input": 10, "output": 30},
+            "modern-large": {"input": 2, "output": 8},
+            "flaky-m": {"input": 1, "output": 2},
+            "backup-m": {"input": 3, "output": 6},
+            "breaky-m": {"input": 1, "output": 2},
+            "backup-small": {"input": 1, "output": 2, "context_window": 200},
+            "planner-m": {"input": 10, "output": 30},
+            "joiner-m": {"input": 10, "output": 30},
+            "cheap-m": {"input": 0.1, "output": 0.4},
+            "plan-a": {"input": 10, "output": 30},
+            "plan-b": {"input": 10, "output": 30},
+            "joiner-replan": {"input": 10, "output": 30},
+        },
+        "routing": {
+            "retry": {"max_attempts_per_target": 2, "initial_backoff_s": 0.01, "max_backoff_s": 0.05,
+                      "jitter_s": 0.0},
+            "circuit_breaker": {"failure_threshold": 3, "cooldown_s": 1.0},
+        },
+        "store": {"backend": "sqlite", "path": str(state_path)},
+        "controller": {"sync_interval_s": 0.2, "lease_ttl_s": 3},
+        "migrations": [{
+            "id": MIGRATION_ID, "alias": "gpt-4",
+            "baseline": target("legacy", "legacy-large"), "candidate": target("modern", "modern-large"),
+            "sticky": {"salt": "dashboards"}, "plan": PLAN,
+            # Only errors may roll it back: latency gates a loaded CI machine could trip are relaxed.
+            "gates": {"p99_ms": 10_000, "ttft_p99_ms": 10_000},
+            "shadow": {"timeout_s": 5, "max_concurrency": 1},
+        }],
+        "meta_models": {
+            "plan-and-execute": {
+                "planner": "strong", "joiner": "joiner", "executors": {"cheap": "cheap", "strong": "strong"},
+                "fast_path": {"enabled": False}, "cache": {"enabled": True},
+            },
+            "pe-replan": {
+                "planner": "replanner", "joiner": "joiner-replan", "executors": {"cheap": "cheap"},
+                "fast_path": {"enabled": False}, "caps": {"max_replans": 1},
+            },
+        },
+    }
+
+
+def _cutover_command() -> list[str]:
+    script = Path(sys.executable).parent / "cutover"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+
+
+def _stop(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+class Gateway:
+    def __init__(self, config_path: Path, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        env = dict(os.environ)
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the CLI makes its own for its workers
+        with log.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [*_cutover_command(), "serve", "--config", str(config_path), "--host", "127.0.0.1",
+                 "--port", str(self.port), "--workers", "2", "--quiet"],
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
+            )
+
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"cutover serve exited with {self.proc.returncode}:\n{self.stderr()}")
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def metrics(self) -> str:
+        response = httpx.get(f"{self.url}/metrics", timeout=10, headers={"Connection": "close"})
+        response.raise_for_status()
+        return response.text
+
+    def migration_state(self) -> dict[str, Any]:
+        response = httpx.get(f"{self.url}/admin/migrations/{MIGRATION_ID}", timeout=5,
+                             headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        response.raise_for_status()
+        state: dict[str, Any] = response.json()["state"]
+        return state
+
+    def stop(self) -> None:
+        _stop(self.proc, 20)
+
+
+class Prometheus:
+    """A real Prometheus server on loopback, with its own TSDB in a temporary directory."""
+
+    def __init__(self, workdir: Path, target: str, rules: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = {
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(rules)],
+            "scrape_configs": [{"job_name": "cutover", "static_configs": [{"targets": [target]}]}],
+        }
+        config_path = workdir / "prometheus.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        self.log = workdir / "prometheus.log"
+        binary = shutil.which("prometheus")
+        assert binary is not None
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [binary, f"--config.file={config_path}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+                cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
+            )
+        self._client = httpx.Client(base_url=self.url, timeout=10)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"prometheus exited with {self.proc.returncode}:\n{self.output()}")
+        try:
+            return self._client.get("/-/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def api(self, path: str, **params: Any) -> Any:
+        """GET /api/v1/<path>; the `data` of a success, AssertionError with Prometheus's own error otherwise."""
+        response = self._client.get(f"/api/v1/{path}", params=params)
+        body = response.json()
+        if body.get("status") != "success":
+            raise AssertionError(f"{path} {params}: {body.get('errorType')}: {body.get('error')}")
+        return body["data"]
+
+    def firing(self) -> set[tuple[str, str]]:
+        """(alertname, the alert's alias or migration label) of every firing alert."""
+        return {
+            (a["labels"]["alertname"], a["labels"].get("alias") or a["labels"].get("migration", ""))
+            for a in self.api("alerts")["alerts"] if a["state"] == "firing"
+        }
+
+    def target_up(self) -> bool:
+        active = self.api("targets")["activeTargets"]
+        return any(t["health"] == "up" for t in active)
+
+    def stop(self) -> None:
+        self._client.close()
+        _stop(self.proc, 10)
+
+
+def rules_for_test(shipped: Path, out: Path) -> Path:
+    """The shipped rules with every `for:` set to 0s, so an alert fires at its first true evaluation."""
+    text = re.sub(r"(?m)^(\s*)for:\s*\S+\s*$", r"\g<1>for: 0s", shipped.read_text())
+    out.write_text(text)
+    return out
+
+
+class Traffic:
+    """Client requests from background threads until stopped; counts answers by kind and status."""
+
+    def __init__(self, base_url: str) -> None:
+        self._base = base_url
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self.answers: Counter[str] = Counter()
+        self.failures: list[str] = []
+
+    def _note(self, what: str) -> None:
+        with self._lock:
+            self.answers[what] += 1
+
+    def _client(self) -> httpx.Client:
+        # Connection: close spreads requests over both workers instead of pinning a keep-alive socket.
+        return httpx.Client(base_url=self._base, timeout=30,
+                            headers={"Authorization": f"Bearer {CLIENT_KEY}", "Connection": "close"})
+
+    def _post(self, client: httpx.Client, tag: str, body: dict[str, Any]) -> None:
+        try:
+            if body.get("stream"):
+                with client.stream("POST", "/v1/chat/completions", json=body) as response:
+                    for _ in response.iter_bytes():
+                        pass
+            else:
+                response = client.post("/v1/chat/completions", json=body)
+            self._note(f"{tag} {response.status_code}")
+        except httpx.HTTPError as exc:
+            self._note(f"{tag} {type(exc).__name__}")
+
+    def _loop(self, name: str, step: Callable[[httpx.Client, random.Random, int], None], pause_s: float) -> None:
+        rng = random.Random(name)
+        n = 0
+        with self._client() as client:
+            while not self._stop.is_set():
+                n += 1
+                try:
+                    step(client, rng, n)
+                except Exception as exc:
+                    with self._lock:
+                        self.failures.append(f"{name}: {exc!r}")
+                # Pacing, not synchronisation: leaves CPU for the gateway and the simulators.
+                self._stop.wait(pause_s)
+
+    def _migrated(self, client: httpx.Client, rng: random.Random, n: int) -> None:
+        self._post(client, "gpt-4", {
+            "model": "gpt-4", "user": f"user-{rng.randrange(10_000)}", "stream": rng.random() < 0.3,
+            "max_tokens": 16, "messages": [{"role": "user", "content": "Summarise our refund policy."}],
+        })
+
+    def _resilience(self, client: httpx.Client, rng: random.Random, n: int) -> None:
+        if n % 10 == 0:
+            self._post(client, "stream", {"model": "stream", "stream": True,
+                                          "messages": [{"role": "user", "content": "Tell me a story."}]})
+        elif n % 10 == 5:
+            self._post(client, "small", {"model": "small", "max_tokens": 16, "messages": [
+                {"role": "user", "content": LONG_HISTORY},
+                {"role": "assistant", "content": "Noted."},
+                {"role": "user", "content": "What did I just say?"}]})
+        else:
+            self._post(client, "chat", {"model": "chat", "stream": rng.random() < 0.3,
+                                        "messages": [{"role": "user", "content": "Hello there."}]})
+
+    def _plan_and_execute(self, client: httpx.Client, rng: random.Random, n: int) -> None:
+        # The first pe-replan run must be the only one on its planner target (whose script it relies on).
+        if n % 4 == 1:
+            self._post(client, "pe-replan", {"model": "pe-replan",
+                                             "messages": [{"role": "user", "content": REPLAN_PROMPT}]})
+        else:
+            self._post(client, "plan-and-execute", {"model": "plan-and-execute", "stream": n % 2 == 0,
+                                                    "messages": [{"role": "user", "content": PE_PROMPT}]})
+
+    def start(self) -> None:
+        loops = [("migrated-1", self._migrated, 0.01), ("migrated-2", self._migrated, 0.01),
+                 ("resilience", self._resilience, 0.01), ("plan-and-execute", self._plan_and_execute, 0.05)]
+        for name, step, pause in loops:
+            thread = threading.Thread(target=self._loop, args=(name, step, pause), name=f"traffic-{name}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+
+@contextmanager
+def running(workdir: Path, shipped_rules: Path) -> Iterator[tuple[Sims, Gateway, Prometheus, Traffic]]:
+    """Simulators, the gateway, Prometheus and client traffic, all stopped on exit."""
+    sims = Sims()
+    sims.start()
+    gateway = prometheus = traffic = None
+    try:
+        config_path = workdir / "cutover.yaml"
+        config_path.write_text(yaml.safe_dump(gateway_config(sims, workdir / "state.sqlite")))
+        gateway = Gateway(config_path, workdir / "cutover.log")
+        prom_dir = workdir / "prometheus"
+        prom_dir.mkdir()
+        prometheus = Prometheus(prom_dir, f"127.0.0.1:{gateway.port}",
+                                rules_for_test(shipped_rules, prom_dir / "alerts.yml"))
+        # Spawning the workers imports the whole app in each: slow on a busy machine.
+        wait_for(gateway.ready, timeout=60, what="cutover serve to be ready")
+        wait_for(prometheus.ready, timeout=30, what="prometheus to be ready")
+        traffic = Traffic(gateway.url)
+        traffic.start()
+        yield sims, gateway, prometheus, traffic
+    finally:
+        if traffic is not None:
+            traffic.stop()
+        if prometheus is not None:
+            prometheus.stop()
+        if gateway is not None:
+            gateway.stop()
+        sims.stop()

@@ -1,0 +1,228 @@
+"""A run journalled in Redis survives a gateway crash: a retry with the same Idempotency-Key on a
+new gateway process resumes it without paying again for the tasks that had finished."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import redis
+import yaml
+
+from gateway.auth import hash_key
+from simulator import BackgroundSimulator, RecordedRequest, SimulationSettings
+from tests.gateway.helpers import wait_until
+from tests.planner.conftest import (
+    CHEAP_M,
+    GOAL,
+    JOINER_ANSWER,
+    JOINER_M,
+    META,
+    PLANNER_M,
+    STRONG_M,
+    finish,
+    input_blocks,
+    meta_config,
+    plan_text,
+    task,
+    user_text,
+)
+from tests.store.redis_server import RedisServer
+from tests.support import CLIENT_KEY, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "crash-resume-1"
+FAST = ("f1", "f2", "f3")
+TASKS = [task("f1"), task("f2"), task("f3"), task("slow", tier="strong"), task("after", ["f1", "slow"])]
+
+
+@dataclass
+class Gateway:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def healthy(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"cutover serve exited with {self.proc.returncode}:\n"
+                                 f"{self.log.read_text(errors='replace')[-4000:]}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def _cutover_command() -> list[str]:
+    script = Path(sys.executable).parent / "cutover"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    if not RedisServer.available():
+        pytest.skip("redis-server is not installed")
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = RedisServer(workdir).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def sims() -> Iterator[dict[str, BackgroundSimulator]]:
+    settings = {
+        # Planner and joiner share one upstream; the fast and the slow executor have their own.
+        PLANNER_M: SimulationSettings(replies={PLANNER_M: plan_text(TASKS), JOINER_M: finish()}),
+        CHEAP_M: SimulationSettings(output_tokens=8),
+        # Slow enough that the gateway is killed while it is running.
+        STRONG_M: SimulationSettings(output_tokens=8, first_token_ms=60_000),
+    }
+    started = {model: BackgroundSimulator(s) for model, s in settings.items()}
+    for sim in started.values():
+        sim.start()
+    yield started
+    for sim in started.values():
+        sim.stop()
+
+
+@pytest.fixture
+def serve(tmp_path: Path, redis_url: str, sims: dict[str, BackgroundSimulator]) -> Iterator[Any]:
+    config = {
+        "server": {"request_log": False, "shutdown_grace_s": 1},
+        "auth": {"keys": [{"name": "test", "hash": hash_key(CLIENT_KEY)}]},
+        "providers": {f"up-{m}": {"type": "openai", "base_url": sim.base_url} for m, sim in sims.items()},
+        "models": {
+            "planner": {"targets": [{"provider": f"up-{PLANNER_M}", "model": PLANNER_M}]},
+            "joiner": {"targets": [{"provider": f"up-{PLANNER_M}", "model": JOINER_M}]},
+            "cheap": {"targets": [{"provider": f"up-{CHEAP_M}", "model": CHEAP_M}]},
+            "strong": {"targets": [{"provider": f"up-{STRONG_M}", "model": STRONG_M}]},
+        },
+        "store": {"backend": "redis", "url": redis_url},
+        "meta_models": {META: meta_config()},
+    }
+    path = tmp_path / "cutover.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = dict(os.environ)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    running: list[Gateway] = []
+
+    def start(name: str) -> Gateway:
+        port = free_port()
+        log = tmp_path / f"{name}.stderr"
+        with log.open("wb") as err:
+            proc = subprocess.Popen(
+                [*_cutover_command(), "serve", "--config", str(path), "--port", str(port), "--quiet"],
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
+            )
+        gateway = Gateway(proc, port, log)
+        running.append(gateway)
+        wait_until(gateway.healthy, timeout=60, what=f"{name} to answer /healthz")
+        return gateway
+
+    yield start
+    for gateway in running:
+        gateway.stop()
+
+
+def _client(gateway: Gateway) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=60)
+
+
+def _ask(gateway: Gateway) -> Any:
+    with _client(gateway) as client:
+        return client.chat.completions.create(
+            model=META, messages=[{"role": "user", "content": GOAL}], extra_headers={"Idempotency-Key": KEY},
+            extra_body={"cutover": {"trace": True}},
+        )
+
+
+def _task_requests(sim: BackgroundSimulator, task_id: str) -> list[RecordedRequest]:
+    return [r for r in sim.requests if f"Your step: Do step {task_id} of the report." in user_text(r)]
+
+
+def test_a_retry_after_a_crash_resumes_the_run_without_redoing_finished_tasks(
+    serve: Any, sims: dict[str, BackgroundSimulator], redis_url: str
+) -> None:
+    brain, fast, slow = sims[PLANNER_M], sims[CHEAP_M], sims[STRONG_M]
+    first = serve("gateway-1")
+    failure: list[BaseException] = []
+
+    def doomed() -> None:
+        try:
+            _ask(first)
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=doomed, name="doomed-request", daemon=True)
+    thread.start()
+    journal = redis.Redis.from_url(redis_url)
+    tasks_key = f"cutover:run:{META}:test:{KEY}:tasks"
+    try:
+        # The fast tasks are journalled (written before they count as done) and the slow one is running.
+        wait_until(lambda: {k.decode() for k in journal.hkeys(tasks_key)} == set(FAST), timeout=20,
+                   what="the fast tasks in the journal")
+        wait_until(lambda: len(_task_requests(slow, "slow")) == 1, timeout=20, what="the slow task to start")
+        first.proc.kill()  # SIGKILL: no chance to clean up
+        first.proc.wait(timeout=10)
+        thread.join(timeout=20)
+        assert isinstance(failure[0], openai.APIConnectionError), failure
+        assert journal.hget(f"cutover:run:{META}:test:{KEY}", "status") == b"running"
+    finally:
+        journal.close()
+    for task_id in FAST:
+        assert len(_task_requests(fast, task_id)) == 1
+    assert _task_requests(fast, "after") == []
+    assert len(brain.requests) == 1  # the plan; no joiner yet
+
+    slow.set_settings(SimulationSettings(output_tokens=8))
+    second = serve("gateway-2")
+    # The new gateway waits until the dead owner's heartbeat is stale (5 s), then takes the run over.
+    completion = _ask(second)
+    assert completion.choices[0].message.content == JOINER_ANSWER
+    assert completion.choices[0].finish_reason == "stop"
+    trace = (completion.model_extra or {})["cutover"]["trace"]
+    assert {t["id"]: t["status"] for t in trace["tasks"]} == dict.fromkeys([*FAST, "slow", "after"], "ok")
+    assert trace["plan_cache_hit"] is True  # the journalled plan, not a new planner call
+    assert [c["role"] for c in trace["calls"]] == ["join"]
+
+    # Finished tasks were not requested again; the unfinished ones and the joiner were.
+    for task_id in FAST:
+        assert len(_task_requests(fast, task_id)) == 1, task_id
+    assert len(_task_requests(slow, "slow")) == 2
+    (after,) = _task_requests(fast, "after")
+    # The resumed task got the journalled result of f1 as its input.
+    assert input_blocks(after) == {"f1": "ok", "slow": "ok"}
+    assert [r.model for r in brain.requests] == [PLANNER_M, JOINER_M]
+
+    # Done is done: another retry, on yet another gateway, gets the stored answer without upstream calls.
+    counts = [len(s.requests) for s in sims.values()]
+    second.proc.kill()
+    second.proc.wait(timeout=10)
+    third = serve("gateway-3")
+    again = _ask(third)
+    assert again.id == completion.id
+    assert again.choices[0].message.content == JOINER_ANSWER
+    assert [len(s.requests) for s in sims.values()] == counts

@@ -46,6 +46,7 @@ from gateway.state import GatewayState
 from migration.accounting import account_primary
 from migration.runtime import Decision
 from migration.shadow import ShadowPair, to_micros
+from planner.wiring import is_meta_provider
 from providers.base import ProviderError, UpstreamReply
 from providers.pricing import ZERO, Usage, format_usd, usage_from_openai
 from routing.compare import AnswerSummary, summarise_completion, summarise_stream
@@ -301,7 +302,9 @@ class ProxyEndpoint:
         series.requests.inc()
         series.duration.observe(total)
         series.overhead.observe(max(0.0, total - ex.waited_s))
-        if ex.usage is not None and ex.target is not None:
+        # A meta-model's tokens and spend are already counted by its internal calls under their
+        # own aliases; counting the run's sum again would double every total over aliases.
+        if ex.usage is not None and ex.target is not None and not is_meta_provider(ex.target.provider):
             series.prompt_tokens.inc(ex.usage.prompt_tokens)
             series.completion_tokens.inc(ex.usage.completion_tokens)
             if ex.usage.cached_tokens:

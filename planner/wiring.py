@@ -22,6 +22,10 @@ def provider_name(meta_model: str) -> str:
     return f"meta:{meta_model}"
 
 
+def is_meta_provider(provider: str) -> bool:
+    return provider.startswith("meta:")
+
+
 class MetaModels:
     def __init__(self, config: GatewayConfig, prices: PriceBook, metrics: Metrics, replica: str) -> None:
         # Internal calls authenticate with a key that exists only in this process's memory.

@@ -8,10 +8,12 @@ state they last saw.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from store.base import StoredMigration, StoreUnavailable
@@ -47,9 +49,7 @@ return 1
 
 class RedisStore:
     def __init__(self, url: str, prefix: str = "cutover", timeout_s: float = 1.0) -> None:
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
-        )
+        self._redis = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self._p = prefix
         self._commit = self._redis.register_script(_COMMIT)
         self._create = self._redis.register_script(_CREATE)
@@ -68,19 +68,25 @@ class RedisStore:
     async def close(self) -> None:
         await self._redis.aclose()
 
-    async def _call(self, awaitable: Any) -> Any:
+    async def _call(self, command: Callable[[], Awaitable[Any]]) -> Any:
         try:
-            return await awaitable
+            try:
+                return await command()
+            except RedisConnectionError:
+                # After a Redis restart every pooled connection is dead, and each would fail
+                # one call before being replaced: drop them all and try once more.
+                await self._redis.connection_pool.disconnect()
+                return await command()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis store: {type(exc).__name__}") from None
 
     async def list_migrations(self) -> list[StoredMigration]:
-        ids = await self._call(self._redis.smembers(self._key("migrations")))
+        ids = await self._call(lambda: self._redis.smembers(self._key("migrations")))
         found = [await self.get_migration(i.decode()) for i in sorted(ids)]
         return [m for m in found if m is not None]
 
     async def get_migration(self, migration_id: str) -> StoredMigration | None:
-        data = await self._call(self._redis.hgetall(self._key("migration", migration_id)))
+        data = await self._call(lambda: self._redis.hgetall(self._key("migration", migration_id)))
         if not data:
             return None
         return StoredMigration(
@@ -89,7 +95,7 @@ class RedisStore:
         )
 
     async def create_migration(self, migration: StoredMigration, audit: list[dict[str, Any]]) -> bool:
-        result = await self._call(self._create(
+        result = await self._call(lambda: self._create(
             keys=[self._key("migration", migration.id), self._key("audit", migration.id), self._key("migrations")],
             args=[orjson.dumps(migration.spec), orjson.dumps(migration.state), migration.version, migration.id,
                   *(orjson.dumps(e) for e in audit)],
@@ -97,7 +103,7 @@ class RedisStore:
         return bool(result)
 
     async def commit(self, migration: StoredMigration, expected_version: int, audit: list[dict[str, Any]]) -> bool:
-        result = await self._call(self._commit(
+        result = await self._call(lambda: self._commit(
             keys=[self._key("migration", migration.id), self._key("audit", migration.id)],
             args=[expected_version, orjson.dumps(migration.spec), orjson.dumps(migration.state), migration.version,
                   *(orjson.dumps(e) for e in audit)],
@@ -106,35 +112,41 @@ class RedisStore:
 
     async def append_audit(self, migration_id: str, audit: list[dict[str, Any]]) -> None:
         if audit:
-            await self._call(self._redis.rpush(self._key("audit", migration_id), *(orjson.dumps(e) for e in audit)))
+            rows = [orjson.dumps(e) for e in audit]
+            await self._call(lambda: self._redis.rpush(self._key("audit", migration_id), *rows))
 
     async def audit(self, migration_id: str) -> list[dict[str, Any]]:
-        rows = await self._call(self._redis.lrange(self._key("audit", migration_id), 0, -1))
+        rows = await self._call(lambda: self._redis.lrange(self._key("audit", migration_id), 0, -1))
         return [orjson.loads(r) for r in rows]
 
     async def put_window(self, migration_id: str, step_key: str, replica: str, data: dict[str, Any]) -> None:
         key = self._key("window", migration_id, step_key)
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hset(key, replica, orjson.dumps(data))
-        # Old steps' windows expire on their own; a day outlives any analysis of them.
-        pipe.expire(key, 86_400 * 7)
-        await self._call(pipe.execute())
+
+        def write() -> Awaitable[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hset(key, replica, orjson.dumps(data))
+            # Old steps' windows expire on their own; a week outlives any analysis of them.
+            pipe.expire(key, 86_400 * 7)
+            return pipe.execute()
+
+        await self._call(write)
 
     async def windows(self, migration_id: str, step_key: str) -> list[dict[str, Any]]:
-        rows = await self._call(self._redis.hvals(self._key("window", migration_id, step_key)))
+        rows = await self._call(lambda: self._redis.hvals(self._key("window", migration_id, step_key)))
         return [orjson.loads(r) for r in rows]
 
     async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
-        result = await self._call(self._lease(keys=[self._key("lease", name)], args=[holder, int(ttl_s * 1000)]))
+        key, ttl_ms = self._key("lease", name), int(ttl_s * 1000)
+        result = await self._call(lambda: self._lease(keys=[key], args=[holder, ttl_ms]))
         return bool(result)
 
     async def release_lease(self, name: str, holder: str) -> None:
-        await self._call(self._release(keys=[self._key("lease", name)], args=[holder]))
+        await self._call(lambda: self._release(keys=[self._key("lease", name)], args=[holder]))
 
     async def set_kill_switch(self, alias: str, on: bool) -> None:
         key = self._key("kill_switches")
-        await self._call(self._redis.sadd(key, alias) if on else self._redis.srem(key, alias))
+        await self._call(lambda: self._redis.sadd(key, alias) if on else self._redis.srem(key, alias))
 
     async def kill_switches(self) -> set[str]:
-        rows = await self._call(self._redis.smembers(self._key("kill_switches")))
+        rows = await self._call(lambda: self._redis.smembers(self._key("kill_switches")))
         return {r.decode() for r in rows}

@@ -45,6 +45,7 @@ class Controller:
         self._last_tick: dict[tuple[str, float], float] = {}
         self.leader = False
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._wake = asyncio.Event()
         # Work that waits for the store (declared migrations not yet adopted).
         self.before_round: Callable[[], Awaitable[None]] | None = None
@@ -87,7 +88,7 @@ class Controller:
                 _log.warning("analysis tick failed", extra={"fields": {"id": migration_id, "error": str(exc)}})
 
     async def run_forever(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.step()
             except asyncio.CancelledError:
@@ -104,10 +105,15 @@ class Controller:
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.ensure_future(self.run_forever())
 
     async def stop(self) -> None:
         if self._task is not None:
+            # On Python 3.11 a cancel can be swallowed by asyncio.wait_for (redis-py wraps every
+            # socket write in one); the flag still ends the loop, at the latest after this round.
+            self._stopping = True
+            self._wake.set()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task

@@ -113,6 +113,13 @@ class ShadowRunner:
         for task in list(self._tasks.get(migration_id, ())):
             task.cancel()
 
+    async def cancel_all(self) -> None:
+        """At shutdown: no copy outlives the gateway (nothing would compare or record it)."""
+        tasks = [t for pool in self._tasks.values() for t in pool]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def _run(self, decision: Decision, request: UpstreamRequest, pair: ShadowPair, timeout_s: float) -> None:
         migration_id = decision.migration_id
         try:

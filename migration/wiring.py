@@ -68,6 +68,7 @@ class Migrations:
 
     async def stop(self) -> None:
         await self.controller.stop()
+        await self.shadow.cancel_all()
         await self.runtime.sync()  # the last outcomes of this replica are not lost
         await self.store.close()
 

@@ -57,7 +57,7 @@ class Shape:
     name: str
     meta_model: str
     tasks: tuple[TaskSpec, ...]
-    # (concurrency, per_alias_concurrency); None keeps the meta-model defaults (5, 4).
+    # (concurrency, per_alias_concurrency); None keeps the meta-model defaults (5, 5).
     limits: tuple[int, int] | None
     goal: str
     targets: bool = True  # whether the PASS/MISS targets apply to this row
@@ -79,7 +79,7 @@ class Shape:
         return f"Research and write part {task.id} of the report on its own."
 
     def limits_label(self) -> str:
-        return "5/4 (default)" if self.limits is None else f"{self.limits[0]}/{self.limits[1]}"
+        return "5/5 (default)" if self.limits is None else f"{self.limits[0]}/{self.limits[1]}"
 
     def critical_path(self, latency: Mapping[str, float]) -> float:
         """Longest dependency path, weighting each task by `latency[task id]`."""

@@ -24,7 +24,7 @@ import orjson
 from config.schema import MetaModelConfig
 from planner.cache import PlanCache
 from planner.internal import InternalCaller
-from planner.plan import normalised_shape
+from planner.reuse import normalised_shape
 from planner.run import PlanRun, RunOutcome
 from planner.runs import Journal, Runs
 from providers.base import RunFailed, UpstreamReply, UpstreamRequest, UpstreamStreamBroken

@@ -25,7 +25,7 @@ from typing import Any
 from config.schema import MetaModelConfig
 from planner.budget import DEADLINE, REPEATED_WORK, Budget, BudgetExhausted, Caps
 from planner.internal import CallFailed, CallResult, InternalCaller
-from planner.plan import Plan, PlanLimits, Task, extract_json, repeats_work, response_format, validate_plan
+from planner.plan import Plan, PlanLimits, Task, extract_json, response_format, validate_plan
 from planner.prompts import (
     conversation_text,
     joiner_messages,
@@ -33,6 +33,7 @@ from planner.prompts import (
     repair_messages,
     task_messages,
 )
+from planner.reuse import repeats_work
 from planner.scheduler import AttemptFailed, TaskResult, render_inputs, run_plan
 
 Progress = Callable[[str], Awaitable[None]]

@@ -11,13 +11,12 @@ from planner.plan import (
     PlanLimits,
     Task,
     extract_json,
-    normalised_shape,
     plan_json_schema,
-    repeats_work,
     response_format,
     topological_order,
     validate_plan,
 )
+from planner.reuse import normalised_shape, repeats_work
 
 
 def task(task_id: str, *deps: str, **fields: Any) -> dict[str, Any]:

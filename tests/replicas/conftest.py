@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from simulator import BackgroundSimulator, SimulationSettings
-from tests.replicas.harness import Cluster, PersistentRedis, Running, start_replicas, stop_all, write_config
+from tests.replicas.harness import Cluster, Running, start_replicas, stop_all, write_config
 from tests.store.redis_server import RedisServer
 
 
@@ -40,12 +40,12 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def persistent_redis(tmp_path: Path) -> Iterator[PersistentRedis]:
-    if not PersistentRedis.available():
+def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    if not RedisServer.available():
         pytest.skip("redis-server is not installed")
     workdir = tmp_path / "redis-aof"
     workdir.mkdir()
-    server = PersistentRedis(workdir).start()
+    server = RedisServer(workdir, persistent=True).start()
     yield server
     server.stop()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -476,56 +475,6 @@ class Traffic:
 
 
 # -- a Redis that survives being killed -------------------------------------------------------
-
-
-class PersistentRedis:
-    """redis-server on a fixed loopback port with an append-only file fsynced on every write.
-
-    tests/store/redis_server.RedisServer keeps nothing on disk, so a restarted one is
-    empty and the migration would be gone from it. This one is SIGKILLed and started
-    again on the same port and directory, and comes back with every acknowledged write.
-    """
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self._workdir = workdir
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @staticmethod
-    def available() -> bool:
-        return shutil.which("redis-server") is not None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> PersistentRedis:
-        self._proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self._workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_for(self._answers, timeout=10, what="redis-server to answer PING")
-        return self
-
-    def _answers(self) -> bool:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise AssertionError(f"redis-server exited with {self._proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
-                conn.sendall(b"PING\r\n")
-                # While loading the append-only file redis answers -LOADING; only +PONG is ready.
-                return conn.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait(timeout=10)
-            self._proc = None
-
-    stop = kill
 
 
 @dataclass

@@ -25,7 +25,6 @@ from tests.replicas.harness import (
     LEASE_TTL_S,
     MIGRATION,
     Cluster,
-    PersistentRedis,
     Replica,
     Traffic,
     act,
@@ -231,7 +230,7 @@ OUTAGE_S = 3.0
 
 
 def test_replicas_serve_on_through_a_redis_outage_and_catch_up_after(
-    persistent_redis: PersistentRedis, cluster: Cluster
+    persistent_redis: RedisServer, cluster: Cluster
 ) -> None:
     """Redis is SIGKILLed mid-migration and started again on the same port and data directory.
 

@@ -12,9 +12,13 @@ from tests.support import free_port
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    """`persistent=True` keeps an append-only file fsynced on every write, so a server killed
+    and started again on the same port and directory comes back with every acknowledged write."""
+
+    def __init__(self, workdir: Path, port: int | None = None, persistent: bool = False) -> None:
         self.port = port or free_port()
         self._workdir = workdir
+        self._persistent = persistent
         self._proc: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -26,8 +30,9 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
+        durability = ["--appendonly", "yes", "--appendfsync", "always"] if self._persistent else ["--appendonly", "no"]
         self._proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *durability,
              "--dir", str(self._workdir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -36,6 +41,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
                     conn.sendall(b"PING\r\n")
+                    # While loading the append-only file redis answers -LOADING; only +PONG is ready.
                     if conn.recv(16).startswith(b"+PONG"):
                         return self
             except OSError:

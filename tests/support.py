@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import threading
 from concurrent.futures import Future
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -21,6 +23,12 @@ from config.schema import GatewayConfig
 from gateway.app import CutoverApp, create_app
 
 CLIENT_KEY = "sk-test-client"
+
+
+def cutover_command() -> list[str]:
+    """How to run the `cutover` CLI of this checkout as a subprocess."""
+    script = Path(sys.executable).parent / "cutover"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
 
 
 def free_port() -> int:

@@ -30,7 +30,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -44,7 +43,7 @@ import yaml
 
 from gateway.auth import hash_key
 from simulator import BackgroundSimulator, SimulationSettings
-from tests.support import CLIENT_KEY, free_port
+from tests.support import CLIENT_KEY, cutover_command, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "sk-admin-dashboards"
@@ -209,10 +208,6 @@ def gateway_config(sims: Sims, state_path: Path) -> dict[str, Any]:
     }
 
 
-def _cutover_command() -> list[str]:
-    script = Path(sys.executable).parent / "cutover"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
-
 
 def _stop(proc: subprocess.Popen[bytes], grace_s: float) -> None:
     if proc.poll() is None:
@@ -233,7 +228,7 @@ class Gateway:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the CLI makes its own for its workers
         with log.open("wb") as err:
             self.proc = subprocess.Popen(
-                [*_cutover_command(), "serve", "--config", str(config_path), "--host", "127.0.0.1",
+                [*cutover_command(), "serve", "--config", str(config_path), "--host", "127.0.0.1",
                  "--port", str(self.port), "--workers", "2", "--quiet"],
                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
             )

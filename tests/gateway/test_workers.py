@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ from gateway.auth import hash_key
 from simulator import BackgroundSimulator
 from tests.gateway.conftest import SimFactory
 from tests.gateway.helpers import HELLO, auth, metric, sse_lines, wait_until
-from tests.support import CLIENT_KEY, free_port
+from tests.support import CLIENT_KEY, cutover_command, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,10 +38,6 @@ class Served:
     def stderr(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
 
-
-def _cutover_command() -> list[str]:
-    script = Path(sys.executable).parent / "cutover"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
 
 
 def _healthy(served: Served) -> bool:
@@ -72,7 +67,7 @@ def cutover_serve(tmp_path: Path, sim: BackgroundSimulator, *, workers: int) -> 
     log = tmp_path / "cutover.stderr"
     with log.open("wb") as err:
         proc = subprocess.Popen(
-            [*_cutover_command(), "serve", "--config", str(path), "--port", str(port), "--workers", str(workers),
+            [*cutover_command(), "serve", "--config", str(path), "--port", str(port), "--workers", str(workers),
              "--quiet"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
         )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from tests.planner.conftest import (
     user_text,
 )
 from tests.store.redis_server import RedisServer
-from tests.support import CLIENT_KEY, free_port
+from tests.support import CLIENT_KEY, cutover_command, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "crash-resume-1"
@@ -74,10 +73,6 @@ class Gateway:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
 
-
-def _cutover_command() -> list[str]:
-    script = Path(sys.executable).parent / "cutover"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
 
 
 @pytest.fixture
@@ -134,7 +129,7 @@ def serve(tmp_path: Path, redis_url: str, sims: dict[str, BackgroundSimulator]) 
         log = tmp_path / f"{name}.stderr"
         with log.open("wb") as err:
             proc = subprocess.Popen(
-                [*_cutover_command(), "serve", "--config", str(path), "--port", str(port), "--quiet"],
+                [*cutover_command(), "serve", "--config", str(path), "--port", str(port), "--quiet"],
                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
             )
         gateway = Gateway(proc, port, log)

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.auth import hash_key
 from routing.split import bucket_of
 from simulator import BackgroundSimulator
-from tests.support import CLIENT_KEY, free_port
+from tests.support import CLIENT_KEY, cutover_command, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "sk-test-admin-replicas"
@@ -178,10 +177,6 @@ class Replica:
                 self.proc.wait(timeout=10)
 
 
-def _cutover_command() -> list[str]:
-    script = Path(sys.executable).parent / "cutover"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
-
 
 def _healthy(replica: Replica) -> bool:
     if not replica.alive():
@@ -207,7 +202,7 @@ def start_replicas(
         log = workdir / f"{name}.stderr"
         with log.open("wb") as err:
             proc = subprocess.Popen(
-                [*_cutover_command(), "serve", "--config", str(config), "--port", str(port),
+                [*cutover_command(), "serve", "--config", str(config), "--port", str(port),
                  "--workers", str(workers), "--quiet"],
                 cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=err,
             )

@@ -260,3 +260,14 @@ def machine_lines() -> list[str]:
         f"python      {platform.python_implementation()} {platform.python_version()} ({sys.executable})",
         f"revision    {_git_revision()}",
     ]
+
+
+def placement(gw_core: int | None, client_core: int | None) -> str:
+    """Pin this process (the load generator) to the client core and say where everything runs."""
+    if gw_core is None or client_core is None:
+        return "fewer than two usable cores: nothing pinned, numbers are not comparable with other runs"
+    try:
+        os.sched_setaffinity(0, {client_core})
+    except OSError as exc:
+        return f"could not pin the load generator to core {client_core}: {exc}"
+    return f"gateway on core {gw_core} (taskset); simulator and load generator on core {client_core}"

@@ -51,6 +51,7 @@ from bench_stack import (
     free_port,
     http_status,
     machine_lines,
+    placement,
     start_gateway,
     start_simulator,
     wait_ready,
@@ -310,17 +311,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if bad or args.requests < 1 or min(args.concurrency) < 1 or args.soak < 0:
         parser.error("invalid --modes, --requests, --concurrency or --soak")
     return args
-
-
-def placement(gw_core: int | None, client_core: int | None) -> str:
-    """Pin this process (the load generator) and say where everything runs."""
-    if gw_core is None or client_core is None:
-        return "fewer than two usable cores: nothing pinned, numbers are not comparable with other runs"
-    try:
-        os.sched_setaffinity(0, {client_core})
-    except OSError as exc:
-        return f"could not pin the load generator to core {client_core}: {exc}"
-    return f"gateway on core {gw_core} (taskset); simulator and load generator on core {client_core}"
 
 
 def run_async(factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 from bench_report import targets_table
-from bench_stack import CpuSnapshot, Proc, cpu_between, free_port, machine_lines, wait_ready
+from bench_stack import CpuSnapshot, Proc, cpu_between, free_port, machine_lines, placement, wait_ready
 from planner_report import (
     LEGEND,
     MetricsSnapshot,
@@ -258,16 +258,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.reps < 1 or args.warmup < 0 or args.first_token_ms < 0 or args.per_token_ms < 0:
         parser.error("need --reps >= 1, --warmup >= 0 and non-negative latencies")
     return args
-
-
-def placement(gw_core: int | None, client_core: int | None) -> str:
-    if gw_core is None or client_core is None:
-        return "fewer than two usable cores: nothing pinned"
-    try:
-        os.sched_setaffinity(0, {client_core})
-    except OSError as exc:
-        return f"could not pin this client to core {client_core}: {exc}"
-    return f"gateway on core {gw_core} (taskset); simulator and this client on core {client_core}"
 
 
 def header_lines(args: argparse.Namespace, place: str, cores: int) -> list[str]:

@@ -151,9 +151,7 @@ class ProxyEndpoint:
 
     def _migrate(self, scope: Scope, route: Route, payload: dict[str, Any], ex: Exchange) -> Route:
         """A migrated alias: pick the arm (and maybe a shadow copy); otherwise the route as configured."""
-        migrations = self.state.migrations
-        if migrations is None:
-            return route
+        migrations = self.state.migration.runtime
         header_name = migrations.sticky_header(route.alias)
         if header_name is None:
             return route
@@ -164,8 +162,9 @@ class ProxyEndpoint:
         if decision is None:
             return route
         ex.decision = decision
-        if decision.shadow_target is not None and self.kind == "chat" and self.state.shadow is not None:
-            ex.shadow = self.state.shadow.launch(decision, payload, ex.stream, self.upstream_path, ex.request_id)
+        if decision.shadow_target is not None and self.kind == "chat":
+            shadow = self.state.migration.shadow
+            ex.shadow = shadow.launch(decision, payload, ex.stream, self.upstream_path, ex.request_id)
         return Route(route.alias, decision.targets, route.on_context_overflow)
 
     @staticmethod
@@ -312,7 +311,7 @@ class ProxyEndpoint:
             series.cost.inc(float(ex.cost))
         if ex.dropped_messages:
             m.truncations.labels(ex.alias).inc()
-        if ex.decision is not None and state.migrations is not None:
+        if ex.decision is not None:
             self._account_arm(ex, total)
         if state.config.server.request_log:
             fields: dict[str, Any] = {
@@ -341,7 +340,7 @@ class ProxyEndpoint:
 
 
     def _account_arm(self, ex: Exchange, total: float) -> None:
-        assert ex.decision is not None and self.state.migrations is not None
+        assert ex.decision is not None
 
         def summary() -> AnswerSummary:
             usage = ex.usage or Usage()
@@ -353,7 +352,7 @@ class ProxyEndpoint:
                                         usage.completion_tokens)
 
         account_primary(
-            self.state.migrations, self.state.metrics, ex.decision, ex.target, ex.arm_failure, ex.status, total,
+            self.state.migration.runtime, self.state.metrics, ex.decision, ex.target, ex.arm_failure, ex.status, total,
             ex.ttft_s, to_micros(ex.cost), ex.shadow, summary,
         )
 

@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from config.schema import GatewayConfig
 from gateway.auth import KeyRing
 from gateway.dispatch import Dispatcher
-from migration.runtime import MigrationRuntime
-from migration.shadow import ShadowRunner
 from migration.wiring import Migrations, build_migrations
 from planner.wiring import INTERNAL_KEY_NAME, MetaModels, provider_name
 from providers.pricing import PriceBook
@@ -40,14 +38,6 @@ class GatewayState:
     metas: MetaModels
     started_at: int = field(default_factory=lambda: int(time.time()))
     ready: bool = False
-
-    @property
-    def migrations(self) -> MigrationRuntime | None:
-        return self.migration.runtime
-
-    @property
-    def shadow(self) -> ShadowRunner | None:
-        return self.migration.shadow
 
     @classmethod
     def build(cls, config: GatewayConfig, metrics: Metrics | None = None, store: Store | None = None) -> GatewayState:

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import httptools
 
 _HIGH_WATER = 256 * 1024
+_TOTAL_TIMEOUT = "the upstream did not answer within the total timeout"
 
 
 class HttpError(Exception):
@@ -163,11 +164,20 @@ class _Connection(asyncio.Protocol):
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
 
-    async def _wait(self, wait_s: float | None) -> None:
-        # A bare future and a timer handle: asyncio.wait_for would spawn a task per read.
+    async def _wait(self, wait_s: float | None, deadline: float | None) -> None:
+        # A bare future and one timer handle: asyncio.wait_for would spawn a task per read, and
+        # asyncio.timeout around the whole request would cost a second timer and a task lookup.
+        # The timer fires at whichever comes first, the read timeout or the request's deadline.
+        message = "no data from upstream within the read timeout"
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ReadTimeout(_TOTAL_TIMEOUT)
+            if wait_s is None or left < wait_s:
+                wait_s, message = left, _TOTAL_TIMEOUT
         loop = asyncio.get_running_loop()
         wake = self._wake = loop.create_future()
-        timer = None if wait_s is None else loop.call_later(wait_s, _expire, wake)
+        timer = None if wait_s is None else loop.call_later(wait_s, _expire, wake, message)
         try:
             await wake
         finally:
@@ -181,15 +191,15 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self.transport.write(payload)
 
-    async def read_head(self, wait_s: float | None) -> None:
+    async def read_head(self, wait_s: float | None, deadline: float | None) -> None:
         while not self._headers_done:
             if self._error is not None:
                 raise self._error
-            await self._wait(wait_s)
+            await self._wait(wait_s, deadline)
         if self._error is not None and not self._chunks:
             raise self._error
 
-    async def read_chunk(self, wait_s: float | None) -> bytes:
+    async def read_chunk(self, wait_s: float | None, deadline: float | None) -> bytes:
         """The next body bytes; b"" once the body is complete."""
         while True:
             if self._chunks:
@@ -203,11 +213,11 @@ class _Connection(asyncio.Protocol):
                 return b""
             if self._error is not None:
                 raise self._error
-            await self._wait(wait_s)
+            await self._wait(wait_s, deadline)
 
-    async def read_all(self, wait_s: float | None) -> bytes:
+    async def read_all(self, wait_s: float | None, deadline: float | None) -> bytes:
         parts = []
-        while chunk := await self.read_chunk(wait_s):
+        while chunk := await self.read_chunk(wait_s, deadline):
             parts.append(chunk)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
@@ -221,30 +231,33 @@ class _Connection(asyncio.Protocol):
         self.closed = True
 
 
-def _expire(wake: asyncio.Future[None]) -> None:
+def _expire(wake: asyncio.Future[None], message: str) -> None:
     if not wake.done():
-        wake.set_exception(ReadTimeout("no data from upstream within the read timeout"))
+        wake.set_exception(ReadTimeout(message))
 
 
 class Response:
     """A response whose head has arrived; read the body, then `release()` (or `close()`)."""
 
-    def __init__(self, pool: Pool, conn: _Connection, read_timeout: float | None) -> None:
+    def __init__(self, pool: Pool, conn: _Connection, read_timeout: float | None, deadline: float | None) -> None:
         self._pool = pool
         self._conn = conn
         self._read_timeout = read_timeout
+        # time.monotonic() by which the whole body must have arrived; None for no bound
+        # (a stream, once its first event is in, may run as long as events keep coming).
+        self.deadline = deadline
         self._done = False
         self.status = conn.status
         self.headers = conn.headers
 
     async def read(self) -> bytes:
         try:
-            return await self._conn.read_all(self._read_timeout)
+            return await self._conn.read_all(self._read_timeout, self.deadline)
         finally:
             self.release()
 
     async def read_chunk(self) -> bytes:
-        chunk = await self._conn.read_chunk(self._read_timeout)
+        chunk = await self._conn.read_chunk(self._read_timeout, self.deadline)
         if not chunk:
             self.release()
         return chunk
@@ -281,23 +294,26 @@ class Pool:
     def ready(self) -> bool:
         return not self._closed
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self, deadline: float | None) -> _Connection:
         loop = asyncio.get_running_loop()
+        limit, on_expiry = self._connect_timeout, ConnectError("connect timeout")
+        if deadline is not None and deadline - time.monotonic() < limit:
+            limit, on_expiry = max(0.0, deadline - time.monotonic()), ReadTimeout(_TOTAL_TIMEOUT)
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(
                     _Connection, self.origin.host, self.origin.port, ssl=self._ssl,
                     server_hostname=self.origin.host if self._ssl else None,
                 ),
-                self._connect_timeout,
+                limit,
             )
         except TimeoutError:
-            raise ConnectError("connect timeout") from None
+            raise on_expiry from None
         except OSError as exc:
             raise ConnectError(f"connect failed ({type(exc).__name__})") from None
         return conn
 
-    async def _acquire(self) -> tuple[_Connection, bool]:
+    async def _acquire(self, deadline: float | None) -> tuple[_Connection, bool]:
         """A connection and whether it was reused from the idle set."""
         if self._closed:
             raise ConnectError("client is closed")
@@ -309,23 +325,35 @@ class Pool:
             conn.close()
             self._open -= 1
         while self._open >= self._limit:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if not waiter.cancelled() and waiter.done():
-                    self._wake_one()
-                raise
+            await self._wait_for_slot(deadline)
             if self._idle:
-                return await self._acquire()
+                return await self._acquire(deadline)
         self._open += 1
         try:
-            return await self._connect(), False
+            return await self._connect(deadline), False
         except BaseException:
             self._open -= 1
             self._wake_one()
             raise
+
+    async def _wait_for_slot(self, deadline: float | None) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        timer = None
+        if deadline is not None:
+            timer = asyncio.get_running_loop().call_later(
+                max(0.0, deadline - time.monotonic()), _expire, waiter, _TOTAL_TIMEOUT
+            )
+        try:
+            await waiter
+        except BaseException:
+            # Woken and then cancelled (or timed out): pass the wake-up on to the next waiter.
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._wake_one()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     def _wake_one(self) -> None:
         while self._waiters:
@@ -344,9 +372,12 @@ class Pool:
         self._wake_one()
 
     async def request(
-        self, head: bytes, body: bytes, *, read_timeout: float | None
+        self, head: bytes, body: bytes, *, read_timeout: float | None, deadline: float | None = None
     ) -> Response:
         """Send `head` (request line and headers, without the final CRLF) and `body`; wait for the response head.
+
+        `deadline` (time.monotonic()) bounds the whole exchange: waiting for a pooled
+        connection, connecting, the response head and, through the Response, its body.
 
         A keep-alive connection the server closed while idle fails before any response
         byte; that one case is retried once on a fresh connection, as the request cannot
@@ -354,10 +385,10 @@ class Pool:
         """
         payload = head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
         for attempt in (0, 1):
-            conn, reused = await self._acquire()
+            conn, reused = await self._acquire(deadline)
             try:
                 conn.send(payload)
-                await conn.read_head(read_timeout)
+                await conn.read_head(read_timeout, deadline)
             except ConnectionClosed as exc:
                 conn.close()
                 self.release(conn)
@@ -368,7 +399,7 @@ class Pool:
                 conn.close()
                 self.release(conn)
                 raise
-            return Response(self, conn, read_timeout)
+            return Response(self, conn, read_timeout, deadline)
         raise AssertionError("unreachable")
 
     async def close(self) -> None:

@@ -8,7 +8,6 @@ they may reach logs.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -118,24 +117,26 @@ class OpenAICompatProvider:
             body = b""
         return UpstreamStatusError(resp.status, self.redact(body), parse_retry_after(resp.headers.get("retry-after")))
 
-    async def _open(self, request: UpstreamRequest) -> Response:
+    async def _open(self, request: UpstreamRequest, deadline: float) -> Response:
         """Send the request; a response whose head says 2xx (anything else is raised)."""
         resp = await self._pool_or_fail().request(
-            self._head(request), orjson.dumps(request.payload), read_timeout=self._read_timeout
+            self._head(request), orjson.dumps(request.payload), read_timeout=self._read_timeout, deadline=deadline
         )
         if resp.status >= 300:
             raise await self._status_error(resp)
         return resp
 
     async def send(self, request: UpstreamRequest) -> UpstreamReply:
+        # The total timeout is a deadline the pool's own read timers honour, not an
+        # asyncio.timeout scope: that would cost a second timer per request (bench/README.md).
+        deadline = time.monotonic() + self._total_timeout
         try:
-            async with asyncio.timeout(self._total_timeout):
-                resp = await self._open(request)
-                try:
-                    body = await resp.read()
-                except BaseException:
-                    resp.close()
-                    raise
+            resp = await self._open(request, deadline)
+            try:
+                body = await resp.read()
+            except BaseException:
+                resp.close()
+                raise
         except ProviderError:
             raise
         except Exception as exc:
@@ -151,18 +152,19 @@ class OpenAICompatProvider:
 
     async def open_stream(self, request: UpstreamRequest) -> SSEStream:
         try:
-            async with asyncio.timeout(self._total_timeout):
-                resp = await self._open(request)
-                if not resp.headers.get("content-type", "").startswith("text/event-stream"):
-                    resp.close()
-                    raise UpstreamProtocolError(f"provider '{self.name}' did not answer with an event stream")
-                stream = SSEStream(self.name, resp)
-                try:
-                    await stream.prime()
-                except BaseException:
-                    resp.close()
-                    raise
-                return stream
+            resp = await self._open(request, time.monotonic() + self._total_timeout)
+            if not resp.headers.get("content-type", "").startswith("text/event-stream"):
+                resp.close()
+                raise UpstreamProtocolError(f"provider '{self.name}' did not answer with an event stream")
+            stream = SSEStream(self.name, resp)
+            try:
+                await stream.prime()
+            except BaseException:
+                resp.close()
+                raise
+            # From the first event on, only the read timeout applies: a stream may run long.
+            resp.deadline = None
+            return stream
         except ProviderError:
             raise
         except Exception as exc:

@@ -111,7 +111,6 @@ class Dispatcher:
         self._stop = build_stop(retry)
         self._metrics = metrics
         self._sleep = sleep
-        self._ok_latency: dict[TargetRef, Any] = {}
 
     async def serve(
         self,
@@ -200,11 +199,7 @@ class Dispatcher:
                 continue
             elapsed = time.perf_counter() - start
             self._breakers.record_success(target.key)
-            histogram = self._ok_latency.get(target)
-            if histogram is None:
-                histogram = self._metrics.upstream_duration.labels(target.provider, target.model, "ok")
-                self._ok_latency[target] = histogram
-            histogram.observe(elapsed)
+            self._metrics.upstream_ok_latency(target.provider, target.model).observe(elapsed)
             done.spent_s, done.attempts = spent + elapsed, attempt
             return done
 

@@ -91,7 +91,7 @@ class ProxyEndpoint:
         self.kind = kind
         self.upstream_path = "/chat/completions" if kind == "chat" else "/embeddings"
         self.parse = parse_chat_request if kind == "chat" else parse_embeddings_request
-        self._in_flight = state.metrics.in_flight.labels(kind)
+        self._in_flight = state.metrics.in_flight_gauge(kind)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.state
@@ -263,7 +263,7 @@ class ProxyEndpoint:
         outcome = await relay(send, receive, stream, self._headers(ex, base), wants_stream_usage(client_payload))
         if outcome.first_event_at is not None:
             ex.ttft_s = outcome.first_event_at - ex.started
-            self.state.metrics.ttft.labels(ex.alias, ex.target.provider).observe(ex.ttft_s)
+            self.state.metrics.ttft_for(ex.alias, ex.target.provider).observe(ex.ttft_s)
         if ex.shadow is not None:
             ex.stream_events = outcome.events
         usage = usage_from_openai(outcome.usage) or self._estimate_stream(sent, outcome.events)
@@ -298,7 +298,7 @@ class ProxyEndpoint:
         provider = ex.target.provider if ex.target else UNKNOWN
         model = ex.target.model if ex.target else UNKNOWN
         series = m.request_series(self.kind, ex.alias, provider, model, status_class(ex.status), ex.stream)
-        series.requests.inc()
+        series.requests.inc(1)
         series.duration.observe(total)
         series.overhead.observe(max(0.0, total - ex.waited_s))
         # A meta-model's tokens and spend are already counted by its internal calls under their

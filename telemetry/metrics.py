@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from telemetry.hot import HotCounter, HotGauge, HotHistogram
 
 # Gateway-side latencies are sub-millisecond; upstream ones run to minutes.
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
@@ -35,13 +36,13 @@ def multiprocess_dir() -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class RequestSeries:
-    requests: Any
-    duration: Any
-    overhead: Any
-    prompt_tokens: Any
-    completion_tokens: Any
-    cached_tokens: Any
-    cost: Any
+    requests: HotCounter
+    duration: HotHistogram
+    overhead: HotHistogram
+    prompt_tokens: HotCounter
+    completion_tokens: HotCounter
+    cached_tokens: HotCounter
+    cost: HotCounter
 
 
 class Metrics:
@@ -106,6 +107,8 @@ class Metrics:
         )
 
         self._series: dict[tuple[str, ...], RequestSeries] = {}
+        self._ok_latency: dict[tuple[str, str], HotHistogram] = {}
+        self._ttft: dict[tuple[str, str], HotHistogram] = {}
         self._define_migration_metrics(r)
         self._define_planner_metrics(r)
 
@@ -225,16 +228,35 @@ class Metrics:
         series = self._series.get(key)
         if series is None:
             series = RequestSeries(
-                requests=self.requests.labels(endpoint, alias, provider, model, status_class),
-                duration=self.request_duration.labels(endpoint, alias, provider, key[5]),
-                overhead=self.overhead.labels(endpoint, alias),
-                prompt_tokens=self.tokens.labels(alias, provider, model, "prompt"),
-                completion_tokens=self.tokens.labels(alias, provider, model, "completion"),
-                cached_tokens=self.tokens.labels(alias, provider, model, "cached"),
-                cost=self.cost.labels(alias, provider, model),
+                requests=HotCounter(self.requests.labels(endpoint, alias, provider, model, status_class)),
+                duration=HotHistogram(self.request_duration.labels(endpoint, alias, provider, key[5])),
+                overhead=HotHistogram(self.overhead.labels(endpoint, alias)),
+                prompt_tokens=HotCounter(self.tokens.labels(alias, provider, model, "prompt")),
+                completion_tokens=HotCounter(self.tokens.labels(alias, provider, model, "completion")),
+                cached_tokens=HotCounter(self.tokens.labels(alias, provider, model, "cached")),
+                cost=HotCounter(self.cost.labels(alias, provider, model)),
             )
             self._series[key] = series
         return series
+
+    def in_flight_gauge(self, endpoint: str) -> HotGauge:
+        return HotGauge(self.in_flight.labels(endpoint))
+
+    def upstream_ok_latency(self, provider: str, model: str) -> HotHistogram:
+        """Cached: every successful upstream call observes it."""
+        key = (provider, model)
+        histogram = self._ok_latency.get(key)
+        if histogram is None:
+            histogram = self._ok_latency[key] = HotHistogram(self.upstream_duration.labels(provider, model, "ok"))
+        return histogram
+
+    def ttft_for(self, alias: str, provider: str) -> HotHistogram:
+        """Cached: every stream observes it."""
+        key = (alias, provider)
+        histogram = self._ttft.get(key)
+        if histogram is None:
+            histogram = self._ttft[key] = HotHistogram(self.ttft.labels(alias, provider))
+        return histogram
 
     def exposition(self) -> bytes:
         directory = multiprocess_dir()

@@ -78,6 +78,8 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        # Kept, because asyncio.get_running_loop() makes a getpid() system call on every use (CPython 3.11).
+        self._loop = asyncio.get_running_loop()
         self.closed = False
         self.idle_since = time.monotonic()
         self._parser = httptools.HttpResponseParser(self)
@@ -175,9 +177,8 @@ class _Connection(asyncio.Protocol):
                 raise ReadTimeout(_TOTAL_TIMEOUT)
             if wait_s is None or left < wait_s:
                 wait_s, message = left, _TOTAL_TIMEOUT
-        loop = asyncio.get_running_loop()
-        wake = self._wake = loop.create_future()
-        timer = None if wait_s is None else loop.call_later(wait_s, _expire, wake, message)
+        wake = self._wake = self._loop.create_future()
+        timer = None if wait_s is None else self._loop.call_later(wait_s, _expire, wake, message)
         try:
             await wake
         finally:

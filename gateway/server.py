@@ -8,6 +8,7 @@ listening socket; their metrics meet in PROMETHEUS_MULTIPROC_DIR.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import signal
@@ -28,7 +29,13 @@ CONFIG_ENV = "CUTOVER_CONFIG"
 def app_from_env() -> CutoverApp:
     """uvicorn factory for worker processes, which re-read the config file themselves."""
     configure_logging()
-    return create_app(load_config(os.environ[CONFIG_ENV]))
+    app = create_app(load_config(os.environ[CONFIG_ENV]))
+    # What start-up built (modules, config, routes, tokenizer tables) lives as long as the
+    # process. Frozen, it is out of the collector's reach, so a full collection walks only
+    # what requests allocated: ~0.3 ms instead of a ~70 ms stall of the event loop, which
+    # showed as a 40-60 ms p99 at c=64 (bench/README.md).
+    gc.freeze()
+    return app
 
 
 def serve(config_path: str, host: str, port: int, workers: int, grace_s: float) -> None:

@@ -119,5 +119,5 @@ def _with_request_id(send: Send) -> Send:
 def create_app(config: GatewayConfig, metrics: Metrics | None = None, store: Store | None = None) -> CutoverApp:
     app = CutoverApp(GatewayState.build(config, metrics, store))
     # Meta-models call models through this very app, in-process.
-    app.state.metas.bind(app)
+    app.state.metas.bind(app, app.state.migration.runtime.arms_of)
     return app

@@ -138,6 +138,14 @@ class MigrationRuntime:
     def migrations(self) -> dict[str, tuple[MigrationSpec, MigrationState]]:
         return {mid: (live.spec, live.state) for mid, live in self._live.items()}
 
+    def arms_of(self, alias: str) -> list[tuple[str, str]]:
+        """(provider, upstream model) of both arms of the alias's live migration, if it has one."""
+        return [
+            (target.provider, target.model)
+            for live in self._live.values() if live.spec.alias == alias
+            for target in (live.spec.baseline, live.spec.candidate)
+        ]
+
     def kill_switches(self) -> frozenset[str]:
         return self._kills
 

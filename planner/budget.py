@@ -10,8 +10,11 @@ against it before it starts and charged to it when it ends:
 Callers that start calls concurrently (the scheduler) reserve instead, so that five calls
 admitted at the same moment cannot together overshoot a cap the first one left room for:
 
-    ticket = budget.reserve(estimated_tokens)      counts the call and holds its estimate
-    budget.charge(prompt, completion, cost, ticket)  settles it: the estimate is released
+    ticket = budget.reserve(tokens, cost)          counts the call and holds its worst case
+    budget.charge(prompt, completion, cost, ticket)  settles it: the hold is released
+
+A call refused only for what calls in flight hold (`held_back_by_calls_in_flight`) may wait
+for their charges instead of ending the run: they usually spend less than they held.
 
 Calls are counted when they start, tokens and dollars when they end. Money is `Decimal`
 throughout (floats are refused). Time comes from an injected monotonic clock, so tests can
@@ -135,6 +138,19 @@ class Budget:
         if cost >= caps.max_cost_usd or cost + estimated_cost > caps.max_cost_usd:
             return MAX_COST_USD
         return None
+
+    def held_back_by_calls_in_flight(self, estimated_tokens: int = 0, estimated_cost: Decimal = ZERO) -> bool:
+        """Whether `can_call` refuses this call only for what calls in flight hold: on what is already
+        spent it would fit the token and dollar caps. Such a call may wait for them to be charged."""
+        caps = self.caps
+        if not self._in_flight or self._clock() >= self.deadline_at:
+            return False
+        if self.llm_calls + self._in_flight >= caps.max_llm_calls:
+            return False  # a call in flight will count as a call when it ends: waiting frees nothing
+        tokens, cost = self.total_tokens, self.cost
+        if tokens >= caps.max_total_tokens or tokens + estimated_tokens > caps.max_total_tokens:
+            return False
+        return not (cost >= caps.max_cost_usd or cost + estimated_cost > caps.max_cost_usd)
 
     def reserve(self, estimated_tokens: int = 0, estimated_cost: Decimal = ZERO) -> Reservation:
         """Admit one call now, holding its estimate until `charge`; raises `BudgetExhausted` if not allowed."""

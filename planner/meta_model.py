@@ -24,6 +24,7 @@ import orjson
 from config.schema import MetaModelConfig
 from planner.cache import PlanCache
 from planner.internal import InternalCaller
+from planner.pricing import RateCeiling
 from planner.reuse import normalised_shape
 from planner.run import PlanRun, RunOutcome
 from planner.runs import Journal, Runs
@@ -50,9 +51,11 @@ class MetaModel:
         self._equivalent = planner_equivalent_cost
         self._cache = PlanCache(config.cache.max_entries, config.cache.ttl_s) if config.cache.enabled else None
         self._caller: InternalCaller | None = None
+        self._ceiling: RateCeiling | None = None
 
-    def bind(self, caller: InternalCaller) -> None:
+    def bind(self, caller: InternalCaller, ceiling: RateCeiling) -> None:
         self._caller = caller
+        self._ceiling = ceiling
 
     @property
     def ready(self) -> bool:
@@ -82,10 +85,12 @@ class MetaModel:
         self, request: UpstreamRequest, messages: list[dict[str, Any]], journal: Journal,
         stored_plan: dict[str, Any] | None, progress: Any,
     ) -> dict[str, Any]:
-        assert self._caller is not None
+        assert self._caller is not None and self._ceiling is not None
         shape = normalised_shape(messages) if self._cache is not None else None
         cached = stored_plan or (self._cache.get(shape) if self._cache is not None and shape else None)
-        run = PlanRun(self.name, self.config, self._caller, request.request_id, cached, progress, journal)
+        run = PlanRun(
+            self.name, self.config, self._caller, self._ceiling, request.request_id, cached, progress, journal
+        )
         try:
             outcome = await run.execute(messages)
         except Exception as exc:

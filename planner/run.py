@@ -26,6 +26,7 @@ from config.schema import MetaModelConfig
 from planner.budget import DEADLINE, REPEATED_WORK, Budget, BudgetExhausted, Caps
 from planner.internal import CallFailed, CallResult, InternalCaller
 from planner.plan import Plan, PlanLimits, Task, extract_json, response_format, validate_plan
+from planner.pricing import RateCeiling
 from planner.prompts import (
     conversation_text,
     joiner_messages,
@@ -34,7 +35,7 @@ from planner.prompts import (
     task_messages,
 )
 from planner.reuse import repeats_work
-from planner.scheduler import AttemptFailed, TaskResult, render_inputs, run_plan
+from planner.scheduler import AttemptFailed, Estimate, TaskResult, render_inputs, run_plan
 
 Progress = Callable[[str], Awaitable[None]]
 # Time kept back from the deadline for writing the answer from partial results.
@@ -60,13 +61,14 @@ class RunOutcome:
 
 class PlanRun:
     def __init__(
-        self, name: str, config: MetaModelConfig, caller: InternalCaller, request_id: str,
+        self, name: str, config: MetaModelConfig, caller: InternalCaller, ceiling: RateCeiling, request_id: str,
         cached_plan: dict[str, Any] | None = None, progress: Progress | None = None,
         journal: Any = None,
     ) -> None:
         self.name = name
         self.config = config
         self.caller = caller
+        self.ceiling = ceiling
         self.request_id = request_id
         caps = config.caps
         self.budget = Budget(Caps(
@@ -94,13 +96,21 @@ class PlanRun:
         json_format: dict[str, Any] | None = None,
     ) -> CallResult | None:
         """A planner/joiner/fast-path call under the budget; None when the budget or the upstream says no."""
-        prompt = _prompt_tokens(messages)
-        room = int(self.budget.remaining()["tokens"]) - prompt
+        prompt, prompt_bound = _prompt_tokens(messages), _prompt_token_bound(messages)
+        left = self.budget.remaining()
+        room = int(left["tokens"]) - prompt
+        affordable = self.ceiling.affordable_completion(alias, prompt_bound, Decimal(str(left["dollars"])))
+        if affordable is not None:
+            room = min(room, affordable)
         if max_tokens is None and 0 < room < self.limits.max_task_tokens:
-            # Near the token cap a call may only write what is left of it.
+            # Near the token or dollar cap a call may only write what is left of it.
             max_tokens = room
+        # Without a max_tokens (far from both caps) a call is held at max_task_tokens of completion.
+        completion = max_tokens or self.limits.max_task_tokens
         try:
-            reservation = self.budget.reserve(prompt + (max_tokens or 0))
+            reservation = self.budget.reserve(
+                prompt + (max_tokens or 0), self.ceiling.worst_case(alias, prompt_bound, completion)
+            )
         except BudgetExhausted as exc:
             self.notes.append(f"{role} call not made: {exc.reason}")
             return None
@@ -116,7 +126,7 @@ class PlanRun:
         return result
 
     async def _task(self, task: Task, inputs: dict[str, TaskResult]) -> TaskResult:
-        alias = self.config.executors.get(task.tier) or self.config.executors["cheap"]
+        alias = self._executor(task)
         messages = task_messages(self._goal, task.instruction, render_inputs(task, inputs, self.config.input_chars))
         started = time.time()
         try:
@@ -137,10 +147,16 @@ class PlanRun:
             await self.progress(f"task {task.id} done ({result.model})\n")
         return done
 
-    def _task_estimate(self, task: Task) -> int:
-        """A task call's tokens before it starts: its prompt (its inputs are known by then) and completion cap."""
+    def _executor(self, task: Task) -> str:
+        return self.config.executors.get(task.tier) or self.config.executors["cheap"]
+
+    def _task_estimate(self, task: Task) -> Estimate:
+        """A task call's worst case before it starts: its prompt (its inputs are known by then) and
+        completion cap, in tokens and in dollars at the dearest target of its executor alias."""
         inputs = render_inputs(task, self._outputs, self.config.input_chars)
-        return task.max_tokens + _prompt_tokens(task_messages(self._goal, task.instruction, inputs))
+        messages = task_messages(self._goal, task.instruction, inputs)
+        cost = self.ceiling.worst_case(self._executor(task), _prompt_token_bound(messages), task.max_tokens)
+        return Estimate(_prompt_tokens(messages) + task.max_tokens, cost)
 
     # -- phases -------------------------------------------------------------------------------
     async def _plan(self, messages: list[dict[str, Any]], feedback: str | None, done: dict[str, TaskResult]) -> (
@@ -242,7 +258,7 @@ class PlanRun:
                 pending, self._task, budget=self.budget, deadline_at=self.budget.deadline_at - _ANSWER_RESERVE_S,
                 task_timeout_s=self.config.task_timeout_s, concurrency=self.config.concurrency,
                 per_key_limits=dict.fromkeys(self.config.executors, self.config.per_alias_concurrency),
-                retries=self.config.task_retries, prior_results=results, estimate_tokens=self._task_estimate,
+                retries=self.config.task_retries, prior_results=results, estimate=self._task_estimate,
             ) if pending.tasks else None
             if schedule is not None:
                 results.update(schedule.results)
@@ -318,6 +334,12 @@ class PlanRun:
 def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
     """A prompt's size for budget estimates: about four characters a token, plus a few per message."""
     return sum(4 + (len(conversation_text([m])) + 3) // 4 for m in messages)
+
+
+def _prompt_token_bound(messages: list[dict[str, Any]]) -> int:
+    """More prompt tokens than any tokenizer makes of these messages: a token is at least one byte,
+    plus a few per message for the chat format. Dollars are held at this, so the cost cap holds."""
+    return sum(8 + len(conversation_text([m]).encode()) for m in messages)
 
 
 def _is_short_single_step(messages: list[dict[str, Any]], max_chars: int) -> bool:

@@ -13,7 +13,8 @@ A spawned task is admitted in this order:
     1. its key's semaphore (`per_key_limits[key_of(task)]`, e.g. tier or upstream alias), then
     2. the request-wide semaphore (`concurrency`); key first, so a task queued behind a busy
        key never holds a request-wide slot that a task of another key could use;
-    3. the budget: an earlier stop, `max_tasks`, then `can_call(estimate)`. A refusal records
+    3. the budget: an earlier stop, `max_tasks`, then `can_call(*estimate(task))`, tokens and
+       dollars (worst cases, so calls admitted together cannot overshoot a cap). A refusal records
        the stop reason (the first one wins) and skips this and every later task; tasks
        already running finish.
 
@@ -42,9 +43,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, NamedTuple
 
-from planner.budget import DEADLINE, ZERO, Budget, StopReason
+from planner.budget import DEADLINE, ZERO, Budget, Reservation, StopReason
 from planner.plan import Plan, Task, topological_order
 
 Status = Literal["ok", "failed", "skipped", "cancelled"]
@@ -109,9 +110,16 @@ def by_tier(task: Task) -> str:
     return task.tier
 
 
-def completion_estimate(task: Task) -> int:
-    """The default per-call token estimate: the completion cap (prompt size is the caller's to add)."""
-    return task.max_tokens
+class Estimate(NamedTuple):
+    """What one attempt of a task may use at most: tokens, and dollars at the dearest target."""
+
+    tokens: int
+    cost: Decimal
+
+
+def completion_estimate(task: Task) -> Estimate:
+    """The default per-call estimate: the completion cap, free (prompt size and prices are the caller's to add)."""
+    return Estimate(task.max_tokens, ZERO)
 
 
 def render_inputs(task: Task, results: Mapping[str, TaskResult], max_chars: int = 4000) -> str:
@@ -153,7 +161,7 @@ async def run_plan(
     key_of: Callable[[Task], str] = by_tier,
     retries: int = 1,
     backoff_s: float = 0.2,
-    estimate_tokens: Callable[[Task], int] = completion_estimate,
+    estimate: Callable[[Task], Estimate] = completion_estimate,
     prior_results: Mapping[str, TaskResult] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
@@ -177,7 +185,7 @@ async def run_plan(
     run = _Run(
         plan, run_task, budget=budget, deadline_at=deadline_at, task_timeout_s=task_timeout_s,
         concurrency=concurrency, per_key_limits=per_key_limits or {}, key_of=key_of, retries=retries,
-        backoff_s=backoff_s, estimate_tokens=estimate_tokens, prior_results=prior_results or {}, clock=clock,
+        backoff_s=backoff_s, estimate=estimate, prior_results=prior_results or {}, clock=clock,
         sleep=sleep, cancel_grace_s=cancel_grace_s,
     )
     return await run.run()
@@ -189,7 +197,7 @@ class _Run:
     def __init__(
         self, plan: Plan, run_task: RunTask, *, budget: Budget, deadline_at: float, task_timeout_s: float,
         concurrency: int, per_key_limits: Mapping[str, int], key_of: Callable[[Task], str], retries: int,
-        backoff_s: float, estimate_tokens: Callable[[Task], int], prior_results: Mapping[str, TaskResult],
+        backoff_s: float, estimate: Callable[[Task], Estimate], prior_results: Mapping[str, TaskResult],
         clock: Callable[[], float], sleep: Callable[[float], Awaitable[object]], cancel_grace_s: float,
     ) -> None:
         self._plan = plan
@@ -199,12 +207,13 @@ class _Run:
         self._task_timeout_s = task_timeout_s
         self._retries = retries
         self._backoff_s = backoff_s
-        self._estimate = estimate_tokens
+        self._estimate = estimate
         self._key_of = key_of
         self._clock = clock
         self._sleep = sleep
         self._cancel_grace_s = cancel_grace_s
         self._slots = asyncio.Semaphore(concurrency)
+        self._charged = asyncio.Event()
         self._key_slots = {key: asyncio.Semaphore(limit) for key, limit in per_key_limits.items()}
 
         self._tasks = {task.id: task for task in plan.tasks}
@@ -286,13 +295,13 @@ class _Run:
             self._finish(self._cut_off(task.id))
             raise
         except Exception as exc:
-            # A broken key_of or estimate_tokens must fail its task, not leave the run waiting for the deadline.
+            # A broken key_of or estimate must fail its task, not leave the run waiting for the deadline.
             self._finish(self._failed(task.id, f"scheduler error: {type(exc).__name__}: {exc}"))
 
     async def _attempt_all(self, task: Task) -> None:
         budget = self._budget
         estimate = self._estimate(task)
-        reason = self.stop_reason or budget.can_start_task() or budget.can_call(estimate)
+        reason = self.stop_reason or budget.can_start_task() or await self._admission(estimate)
         if reason is not None:
             self._stop(reason)
             self._finish(self._skipped(task.id, f"not started: {reason}"))
@@ -307,13 +316,13 @@ class _Run:
                 return
             if attempt > 1:
                 await self._sleep(self._backoff_s * 2 ** (attempt - 2))
-                reason = budget.can_call(estimate)
+                reason = await self._admission(estimate)
                 if reason is not None:
                     self._stop(reason)
                     self._finish(self._failed(task.id, f"{error}; not retried: {reason}"))
                     return
             self._attempts[task.id] = attempt
-            reservation = budget.reserve(estimate)
+            reservation = budget.reserve(*estimate)
             used: tuple[int, int, Decimal] = (0, 0, ZERO)
             try:
                 async with asyncio.timeout(self._task_timeout_s):
@@ -327,7 +336,7 @@ class _Run:
             except Exception as exc:
                 error, retryable = f"{type(exc).__name__}: {exc}", getattr(exc, "retryable", True) is not False
             else:
-                budget.charge(*used, reservation)
+                self._charge(used, reservation)
                 self._finish(dataclasses.replace(
                     result, task_id=task.id, status="ok", error=None, started_at=started, ended_at=self._clock(),
                     attempts=attempt,
@@ -336,10 +345,29 @@ class _Run:
             finally:
                 # Failed, timed out or cancelled: it was still a call, and it releases its reservation.
                 if not reservation.settled:
-                    budget.charge(*used, reservation)
+                    self._charge(used, reservation)
             if not retryable:
                 break
         self._finish(self._failed(task.id, error))
+
+    async def _admission(self, estimate: Estimate) -> StopReason | None:
+        """None once the budget admits the call, or why it never will.
+
+        Worst cases are held for every call in flight; a call that would fit on what has
+        really been spent waits for those calls' charges rather than ending the run.
+        """
+        budget = self._budget
+        while True:
+            reason = budget.can_call(*estimate)
+            if reason is None or not budget.held_back_by_calls_in_flight(*estimate):
+                return reason
+            await self._charged.wait()
+
+    def _charge(self, used: tuple[int, int, Decimal], reservation: Reservation) -> None:
+        self._budget.charge(*used, reservation)
+        # Wake every call waiting for room; each checks the budget again.
+        self._charged.set()
+        self._charged = asyncio.Event()
 
     def _skipped(self, task_id: str, why: str) -> TaskResult:
         return TaskResult(task_id, "skipped", error=why)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from decimal import Decimal
 from typing import Any
 
 from config.schema import GatewayConfig
 from planner.internal import InternalCaller
 from planner.meta_model import MetaModel
+from planner.pricing import RateCeiling
 from planner.runs import Runs
 from providers.pricing import PriceBook, Usage
 from telemetry.metrics import Metrics
@@ -28,6 +29,8 @@ def is_meta_provider(provider: str) -> bool:
 
 class MetaModels:
     def __init__(self, config: GatewayConfig, prices: PriceBook, metrics: Metrics, replica: str) -> None:
+        self._config = config
+        self._prices = prices
         # Internal calls authenticate with a key that exists only in this process's memory.
         self.internal_key = secrets.token_urlsafe(32)
         redis = None
@@ -51,9 +54,17 @@ class MetaModels:
     def providers(self) -> dict[str, MetaModel]:
         return {provider_name(name): model for name, model in self.models.items()}
 
-    def bind(self, app: ASGIApp) -> None:
+    def bind(self, app: ASGIApp, migration_arms: Callable[[str], Iterable[tuple[str, str]]]) -> None:
+        """Calls go through `app`; a call is priced at the dearest of its alias's targets and migration arms."""
+        models = self._config.models
+
+        def targets(alias: str) -> list[tuple[str, str]]:
+            configured = models[alias].targets if alias in models else []
+            return [(t.provider, t.model) for t in configured] + list(migration_arms(alias))
+
+        ceiling = RateCeiling(self._prices, targets)
         for name, model in self.models.items():
-            model.bind(InternalCaller(app, self.internal_key, name))
+            model.bind(InternalCaller(app, self.internal_key, name), ceiling)
 
     async def close(self) -> None:
         if self._redis is not None:

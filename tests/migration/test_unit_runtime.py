@@ -253,3 +253,11 @@ async def test_sync_pushes_windows_pulls_states_and_survives_a_store_outage() ->
     store.available = True
     assert await runtime.sync() is True
     assert runtime.store_ok and _sample(metrics, "cutover_store_up", {}) == 1
+
+
+def test_arms_of_names_both_arms_of_the_alias_migration() -> None:
+    runtime = _runtime()
+    assert runtime.arms_of(ALIAS) == []
+    runtime.apply(SPEC, _state("canary", weight_bp=2_500))
+    assert runtime.arms_of(ALIAS) == [(BASE.provider, BASE.model), (CAND.provider, CAND.model)]
+    assert runtime.arms_of("another-alias") == []

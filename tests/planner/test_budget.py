@@ -175,3 +175,25 @@ def test_remaining_is_ready_for_a_prompt() -> None:
 def test_caps_reject_nonsense(caps: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         Caps(**caps)  # type: ignore[arg-type]
+
+
+def test_a_call_held_back_only_by_calls_in_flight_may_wait_for_them() -> None:
+    budget = make(max_cost_usd=Decimal("1.00"), max_total_tokens=1000, max_llm_calls=3)
+    assert not budget.held_back_by_calls_in_flight(10, Decimal("0.40"))  # nothing in flight to wait for
+    first = budget.reserve(100, Decimal("0.40"))
+    budget.reserve(100, Decimal("0.40"))
+    assert budget.can_call(100, Decimal("0.40")) == MAX_COST_USD
+    assert budget.held_back_by_calls_in_flight(100, Decimal("0.40"))  # $0 spent: fits once they settle
+    assert not budget.held_back_by_calls_in_flight(100, Decimal("1.01"))  # would not fit even then
+    assert not budget.held_back_by_calls_in_flight(1001, Decimal("0.01"))  # the token cap, the same
+    budget.charge(10, 10, Decimal("0.70"), first)
+    assert not budget.held_back_by_calls_in_flight(100, Decimal("0.40"))  # $0.70 spent: never fits
+    assert budget.held_back_by_calls_in_flight(100, Decimal("0.30"))
+
+
+def test_waiting_cannot_free_a_call_slot() -> None:
+    budget = make(max_llm_calls=2)
+    budget.reserve(1)
+    budget.reserve(1)
+    assert budget.can_call(1) == MAX_LLM_CALLS
+    assert not budget.held_back_by_calls_in_flight(1)

@@ -307,10 +307,33 @@ def test_a_final_answer_near_the_token_cap_is_bounded_by_what_is_left(make_rig: 
         assert 0 < record.body["max_tokens"] < cap
 
 
+def test_a_final_answer_near_the_dollar_cap_may_only_write_what_is_left(make_rig: RigFactory) -> None:
+    plan = plan_text([task("a")])
+    # First a run with room to spare, for what planning, the task and the joiner's prompt cost here.
+    roomy = make_rig(plan=plan)
+    first = roomy.ask()
+    joins = [c for c in first.trace["calls"] if c["role"] == "join"]
+    assert len(joins) == 1
+    spent_before_join = first.cost - Decimal(joins[0]["cost_usd"])
+    prompt_bytes = sum(8 + len(m["content"].encode()) for m in roomy.requests(JOINER_M)[0].body["messages"])
+    price = PRICES[JOINER_M]
+    # Then a cap that leaves the joiner's prompt (at one token per byte, doubled for the chat
+    # format's extra text) and about 150 completion tokens.
+    cap = spent_before_join + (2 * prompt_bytes * Decimal(price["input"]) + 150 * Decimal(price["output"])) / 1_000_000
+    tight = make_rig(plan=plan, meta=meta_config(caps={"max_cost_usd": str(cap.quantize(Decimal("0.000001")))}))
+    answer = tight.ask()
+    _check_bounded(tight, answer)
+    joined = tight.requests(JOINER_M)
+    # Far below max_task_tokens (4096): the dollars left set it, where the roomy run's joiner had no limit.
+    assert "max_tokens" not in roomy.requests(JOINER_M)[0].body
+    assert len(joined) == 1 and 0 < joined[0].body["max_tokens"] < 1000
+    assert answer.cost <= cap
+
+
 @pytest.mark.parametrize("concurrency", [1, 3])
 def test_max_cost_usd_stops_the_run(make_rig: RigFactory, concurrency: int) -> None:
     cap = Decimal("0.02")
-    # About $0.0022 a task after $0.007 of planning: the cap is reached after six tasks.
+    # About $0.0022 a task after $0.007 of planning, each held at up to ~$0.0045 while it runs.
     rig = make_rig(plan=plan_text([task(f"p{i}", tier="strong", max_tokens=300) for i in range(12)]),
                    strong_settings={"output_tokens": 250},
                    meta=meta_config(concurrency=concurrency, caps={"max_cost_usd": str(cap)}))
@@ -320,16 +343,14 @@ def test_max_cost_usd_stops_the_run(make_rig: RigFactory, concurrency: int) -> N
     assert "final call not made: max_cost_usd" in answer.trace["notes"]
     traced = answer.trace["tasks"]
     assert any(t["status"] == "skipped" for t in traced)
-    # Dollars are charged when a call ends, so calls already running may finish past the cap,
-    # but no call starts once it is reached: at most `concurrency` calls end up beyond it.
-    most = max(Decimal(t["cost_usd"]) for t in traced)
-    assert answer.cost <= cap + concurrency * most
+    # Every call is held at its worst case while it runs (prompt bytes, max_tokens, the dearest
+    # target), so however many run at once the run never spends past the cap...
+    assert answer.cost <= cap
+    # ...and it stops only when the next task's worst case no longer fits: $8 per M for 300
+    # completion tokens, $2 per M for at most one token per prompt byte (the messages' JSON,
+    # doubled for slack, bounds the bytes the gateway counts).
     price = PRICES[STRONG_M]
-    spent_before: Decimal = Decimal(answer.trace["calls"][0]["cost_usd"])
-    if concurrency == 1:
-        # One at a time: each task started while the run had spent less than the cap.
-        for record in rig.requests(STRONG_M):
-            assert spent_before < cap
-            prompt = sum(4 + (len(m["content"]) + 3) // 4 for m in record.body["messages"])
-            spent_before += (prompt * Decimal(price["input"]) + 250 * Decimal(price["output"])) / 1_000_000
-        assert spent_before >= cap
+    prompt_bytes = max(len(json.dumps(r.body["messages"])) for r in rig.requests(STRONG_M))
+    worst = (300 * Decimal(price["output"]) + 2 * prompt_bytes * Decimal(price["input"])) / 1_000_000
+    assert cap - answer.cost < worst
+    assert len(rig.requests(STRONG_M)) >= 4

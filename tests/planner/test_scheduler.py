@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from planner.budget import Budget, Caps
+from planner.budget import ZERO, Budget, Caps
 from planner.plan import Plan, Task
-from planner.scheduler import AttemptFailed, ScheduleResult, TaskResult, render_inputs, run_plan
+from planner.scheduler import AttemptFailed, Estimate, ScheduleResult, TaskResult, render_inputs, run_plan
 
 T = float  # readability for timestamps below
 
@@ -389,10 +389,37 @@ async def test_cost_cap_lets_running_tasks_finish() -> None:
     assert result.cost == Decimal("1.001") and result.prompt_tokens == 20 and result.completion_tokens == 10
 
 
+async def test_cost_cap_holds_the_worst_case_of_every_running_task() -> None:
+    # Each attempt may cost up to $0.40 and $1.00 is the cap: however little the calls in
+    # flight end up costing, what they hold plus a new call's worst case never passes it.
+    budget = Budget(Caps(max_cost_usd=Decimal("1.00")))
+    cost = {"a": Decimal("0.05"), "b": Decimal("0.35"), "c": Decimal("0.30"), "d": Decimal("0.30")}
+    fake = Fake(cost=cost)
+    run = start(graph("a", "b", "c", "d"), fake, budget=budget, concurrency=4,
+                estimate=lambda task: Estimate(10, Decimal("0.40")))
+    await fake.wait_started("a", "b")
+    fake.release("a")  # $0.05 spent, b holds $0.40: room for one more $0.40, not two
+    waits = [asyncio.ensure_future(fake.started[t].wait()) for t in ("c", "d")]
+    await within(asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED))
+    for waiter in waits:
+        waiter.cancel()
+    assert fake.began() in ({"a", "b", "c"}, {"a", "b", "d"})
+    third = (fake.began() - {"a", "b"}).pop()
+    fourth = ({"c", "d"} - {third}).pop()
+    fake.release("b")  # $0.40 spent and the third holds $0.40: the fourth still waits
+    await fake.wait_ended("b")
+    assert fourth not in fake.began()
+    fake.release(third)  # $0.70 spent, nothing in flight: $0.40 more would pass the cap
+    result = await within(run)
+    assert statuses(result) == {"a": "ok", "b": "ok", third: "ok", fourth: "skipped"}
+    assert result.stop_reason == "max_cost_usd"
+    assert budget.cost == Decimal("0.70") and fake.peak == 2
+
+
 async def test_token_cap_counts_the_estimate_before_starting() -> None:
     budget = Budget(Caps(max_total_tokens=150))
     fake = Fake(gated=False)
-    result = await within(start(graph("a", "b:a"), fake, budget=budget, estimate_tokens=lambda task: 140))
+    result = await within(start(graph("a", "b:a"), fake, budget=budget, estimate=lambda task: Estimate(140, ZERO)))
     # a fits (0 + 140 <= 150) and uses 15; b would need 15 + 140 > 150.
     assert statuses(result) == {"a": "ok", "b": "skipped"}
     assert result.stop_reason == "max_total_tokens"
@@ -429,12 +456,12 @@ async def test_a_retry_is_a_call_the_budget_can_refuse() -> None:
 
 
 async def test_a_broken_callback_fails_its_task_instead_of_hanging_the_run() -> None:
-    def estimate(task: Task) -> int:
+    def estimate(task: Task) -> Estimate:
         if task.id == "a":
             raise KeyError("no price for this model")
-        return 10
+        return Estimate(10, ZERO)
 
-    result = await within(start(graph("a", "b:a", "c"), Fake(gated=False), estimate_tokens=estimate))
+    result = await within(start(graph("a", "b:a", "c"), Fake(gated=False), estimate=estimate))
     assert statuses(result) == {"a": "failed", "b": "skipped", "c": "ok"}
     assert "KeyError" in (result.results["a"].error or "")
 

@@ -9,8 +9,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from planner.plan import Plan
-
 _NON_WORD = re.compile(r"[\W_]+")
 
 
@@ -26,9 +24,9 @@ def _similar(a: str, b: str, threshold: float) -> bool:
 
 
 def repeats_work(
-    new_plan: Plan, done_instructions: Iterable[str], *, overlap: float = 0.8, similarity: float = 0.9
+    instructions: Sequence[str], done_instructions: Iterable[str], *, overlap: float = 0.8, similarity: float = 0.9
 ) -> bool:
-    """True when at least `overlap` of the new plan's tasks redo work that already succeeded.
+    """True when at least `overlap` of a new plan's task instructions redo work that already ran.
 
     Two instructions match when they are equal after folding case, punctuation and
     whitespace, or when their word sets overlap by `similarity` (Jaccard), so a re-plan
@@ -36,13 +34,10 @@ def repeats_work(
     """
     done = {_words(s) for s in done_instructions}
     done.discard("")
-    if not new_plan.tasks or not done:
+    if not instructions or not done:
         return False
-    repeated = sum(
-        1 for task in new_plan.tasks
-        if any(_similar(_words(task.instruction), d, similarity) for d in done)
-    )
-    return repeated / len(new_plan.tasks) >= overlap
+    repeated = sum(1 for text in instructions if any(_similar(_words(text), d, similarity) for d in done))
+    return repeated / len(instructions) >= overlap
 
 
 # Cache key for templated goals ------------------------------------------------------------------

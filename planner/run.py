@@ -88,6 +88,7 @@ class PlanRun:
         self._outputs: dict[str, TaskResult] = {}
         self.plans: list[dict[str, Any]] = []
         self.notes: list[str] = []
+        self.repeated_work = False  # a re-plan redid finished work: the run stops with repeated_work
         self.started = time.monotonic()
 
     # -- model calls ------------------------------------------------------------------------
@@ -170,11 +171,18 @@ class PlanRun:
         json_format = response_format(self.limits) if self.config.planner_json == "json_schema" else {
             "type": "json_object"}
         known = frozenset(done)
+        earlier = [t.instruction for p in self.plans for t in _tasks_of(p)]
         for attempt in ("plan", "repair"):
             result = await self._call(attempt, self.config.planner, prompt, None, json_format)
             if result is None:
                 return None
             obj, error = extract_json(result.text)
+            if known and repeats_work(_instructions_of(obj), earlier):
+                # Checked before validation: the very same plan again (its ids taken by finished
+                # tasks) is a repeat to stop at, not an invalid plan to spend a repair call on.
+                self.notes.append(f"{attempt} repeats work that already ran")
+                self.repeated_work = True
+                return None
             plan, errors = (None, [error or "no JSON object found"]) if obj is None else validate_plan(
                 obj, self.limits, tasks_done_before=len(done), known_result_ids=known)
             if plan is not None:
@@ -278,11 +286,7 @@ class PlanRun:
                 break
             replanned = await self._plan(messages, text, results)
             if replanned is None:
-                stop = self._stop_now() or "replan_invalid"
-                break
-            done_instructions = [t.instruction for p in self.plans[:-1] for t in _tasks_of(p)]
-            if repeats_work(replanned, done_instructions):
-                stop = REPEATED_WORK
+                stop = REPEATED_WORK if self.repeated_work else self._stop_now() or "replan_invalid"
                 break
             self.budget.note_replan()
             plan = Plan(plan.tasks + replanned.tasks, replanned.final_instruction)
@@ -348,6 +352,14 @@ def _is_short_single_step(messages: list[dict[str, Any]], max_chars: int) -> boo
         return False
     content = users[0].get("content")
     return isinstance(content, str) and len(content) <= max_chars
+
+
+def _instructions_of(obj: Any) -> list[str]:
+    """The task instructions of a planner reply, valid or not."""
+    tasks = obj.get("tasks") if isinstance(obj, dict) else None
+    if not isinstance(tasks, list):
+        return []
+    return [t["instruction"] for t in tasks if isinstance(t, dict) and isinstance(t.get("instruction"), str)]
 
 
 def _tasks_of(plan: dict[str, Any]) -> list[Task]:

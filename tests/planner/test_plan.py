@@ -284,8 +284,9 @@ def test_a_plan_written_to_the_schema_validates() -> None:
 # repeats_work -------------------------------------------------------------------------------
 
 
-def _plan_of(*instructions: str) -> Plan:
-    return Plan(tuple(Task(f"t{i}", text) for i, text in enumerate(instructions)), "combine")
+def _plan_of(*instructions: str) -> list[str]:
+    """A new plan's task instructions."""
+    return list(instructions)
 
 
 def test_repeats_work_on_normalised_equality() -> None:

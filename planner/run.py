@@ -138,7 +138,7 @@ class PlanRun:
         done = TaskResult(
             task_id=task.id, status="ok", output=result.text, started_at=started, ended_at=time.time(),
             attempts=1, prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-            cost=result.cost, model=f"{result.provider}/{result.model}",
+            cost=result.cost, model=f"{result.provider}/{result.model}", finish_reason=result.finish_reason,
         )
         self._outputs[task.id] = done
         if self.journal is not None:
@@ -380,5 +380,5 @@ def _task_record(result: TaskResult, tier: str) -> dict[str, Any]:
         "id": result.task_id, "tier": tier, "status": result.status, "model": result.model,
         "attempts": result.attempts, "latency_ms": None if latency is None else round(latency * 1000, 1),
         "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-        "cost_usd": str(result.cost), "error": result.error,
+        "cost_usd": str(result.cost), "error": result.error, "finish_reason": result.finish_reason,
     }

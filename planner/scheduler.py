@@ -66,6 +66,8 @@ class TaskResult:
     completion_tokens: int = 0
     cost: Decimal = ZERO
     model: str = ""
+    # The model's own finish reason; "length" means the output stopped at the task's max_tokens.
+    finish_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +128,8 @@ def render_inputs(task: Task, results: Mapping[str, TaskResult], max_chars: int 
     """The results `task` depends on, as delimited blocks to put after its instruction.
 
     Each block is `<<<result id="t1" status="ok">>>`, the output cut to `max_chars` with a
-    marker saying how much was dropped, then `<<<end t1>>>`. Outputs are appended, never
+    marker saying how much was dropped, then `<<<end t1>>>`. An output the model itself stopped
+    at its max_tokens ends with a marker saying so: it may be missing its end. Outputs are appended, never
     substituted into the instruction text; a `<<<` inside an output is broken up so that no
     output can forge a delimiter.
     """
@@ -144,6 +147,8 @@ def render_inputs(task: Task, results: Mapping[str, TaskResult], max_chars: int 
             body = f"(no output: {result.error or result.status})"
         if len(body) > max_chars:
             body = f"{body[:max_chars]}\n[... truncated: {len(body) - max_chars} of {len(body)} characters omitted]"
+        if result is not None and result.status == "ok" and result.finish_reason == "length":
+            body += "\n[... cut off: the model stopped at this task's max_tokens; the end may be missing]"
         body = body.replace("<<<", "<< <")
         blocks.append(f'<<<result id="{dep}" status="{status}">>>\n{body}\n<<<end {dep}>>>')
     return "\n\n".join(blocks)

@@ -180,3 +180,19 @@ def test_a_failed_task_skips_its_dependents_while_independent_work_and_the_joine
     assert input_blocks(join) == {"b": "failed", "c": "skipped", "e": "skipped", "f": "ok"}
     # Failed attempts are still calls: every planner, task attempt and joiner call is counted.
     assert answer.trace["budget_left"]["llm_calls"] == 64 - (1 + 2 + 3 + 1)
+
+
+def test_an_output_cut_at_max_tokens_is_marked_for_its_readers_and_in_the_trace(make_rig: RigFactory) -> None:
+    # The cheap model writes 12 tokens: a's cap of 5 cuts it, b's cap of 64 does not.
+    tasks = [task("a", max_tokens=5), task("b", ["a"]), task("c", ["b"])]
+    rig = make_rig(plan=plan_text(tasks))
+    answer = rig.ask()
+    assert answer.finish_reason == "stop"
+    traced = answer.tasks()
+    assert (traced["a"]["status"], traced["a"]["finish_reason"]) == ("ok", "length")
+    assert traced["b"]["finish_reason"] == traced["c"]["finish_reason"] == "stop"
+    marker = "the model stopped at this task's max_tokens"
+    (b_request,) = executor_request_for(rig, "Do step b of the report.")
+    (c_request,) = executor_request_for(rig, "Do step c of the report.")
+    assert marker in user_text(b_request)  # b reads a's output, and learns it was cut
+    assert marker not in user_text(c_request)  # c reads b's, which was complete

@@ -171,7 +171,7 @@ joiner's request reaching it; it includes the gateway's handling of both calls a
 seq ms: the same executor requests (recorded bodies, same max_tokens) sent one after another through the gateway.
 speed-up: seq / exec. ideal ms: critical path of the plan, each task weighted by its latency in the run's trace.
 of ideal: ideal / exec (100% = no time lost between tasks). limits: meta-model concurrency/per_alias_concurrency.
-sched p50/p95: cutover_pe_scheduler_overhead_seconds (task ready -> its call invoked, slot waits included) for
+sched p50/p95: cutover_pe_scheduler_overhead_seconds (task ready -> its call invoked, waits excluded) for
 these runs, as the histogram bucket's upper bound in ms. gap p50/p95: per task, ms from its last dependency's
 answer (or the plan's) leaving the simulator to its own request reaching it: the scheduler plus the gateway's
 response and request path, on the upstream's clock; pooled over the runs.

@@ -585,8 +585,15 @@ def plan_and_execute() -> Board:
     )
     board.panel(
         "Scheduler overhead p99",
-        "Scheduler time between a task becoming ready and its model call starting.",
+        "The scheduler's own time between a task becoming ready and its model call starting, waits excluded.",
         _quantiles("cutover_pe_scheduler_overhead_seconds", p, "meta_model", (0.99,), "{{meta_model}} "),
+        SECONDS, w=8,
+    )
+    board.panel(
+        "Task queue wait p50 / p99",
+        "How long ready tasks waited for a concurrency slot (concurrency, per_alias_concurrency) or for room "
+        "in the run's budget: the throttling the limits impose, apart from the scheduler's own cost.",
+        _quantiles("cutover_pe_task_queue_wait_seconds", p, "meta_model", (0.5, 0.99), "{{meta_model}} "),
         SECONDS, w=8,
     )
 

@@ -124,6 +124,8 @@ class MetaModel:
             m.pe_task_duration.labels(name, tier).observe(seconds)
         for seconds in outcome.scheduler_overhead_s:
             m.pe_overhead.labels(name).observe(seconds)
+        for seconds in outcome.task_queue_wait_s:
+            m.pe_queue_wait.labels(name).observe(seconds)
         if outcome.cache_hit is not None or self._cache is not None:
             m.pe_cache.labels(name, "hit" if outcome.cache_hit else "miss").inc()
 

@@ -56,6 +56,7 @@ class RunOutcome:
     duration_s: float
     task_durations: list[tuple[str, float]] = field(default_factory=list)
     scheduler_overhead_s: list[float] = field(default_factory=list)
+    task_queue_wait_s: list[float] = field(default_factory=list)
     cache_hit: bool | None = None
 
 
@@ -89,6 +90,7 @@ class PlanRun:
         self.plans: list[dict[str, Any]] = []
         self.notes: list[str] = []
         self.repeated_work = False  # a re-plan redid finished work: the run stops with repeated_work
+        self._queue_waits: list[float] = []
         self.started = time.monotonic()
 
     # -- model calls ------------------------------------------------------------------------
@@ -271,6 +273,7 @@ class PlanRun:
             if schedule is not None:
                 results.update(schedule.results)
                 overhead += schedule.overhead_s
+                self._queue_waits += schedule.queue_wait_s
                 stop = schedule.stop_reason
             if stop is not None:
                 break
@@ -331,6 +334,7 @@ class PlanRun:
             task_durations=[(tiers.get(r.task_id, "cheap"), r.ended_at - r.started_at) for r in results.values()
                             if r.status == "ok" and r.started_at is not None and r.ended_at is not None],
             scheduler_overhead_s=overhead,
+            task_queue_wait_s=self._queue_waits,
             cache_hit=cache_hit,
         )
 

@@ -74,9 +74,11 @@ class TaskResult:
 class ScheduleResult:
     results: dict[str, TaskResult]
     stop_reason: StopReason | None
-    # Per started task, in start order: seconds from becoming ready to run_task being invoked,
-    # including any wait for a concurrency slot.
+    # Per started task, in start order: the scheduler's own seconds from becoming ready to
+    # run_task being invoked, waits excluded...
     overhead_s: list[float]
+    # ...and the seconds it waited for a concurrency slot or for room in the budget.
+    queue_wait_s: list[float]
 
     @property
     def prompt_tokens(self) -> int:
@@ -238,7 +240,9 @@ class _Run:
         self.results: dict[str, TaskResult] = {}
         self.stop_reason: StopReason | None = None
         self.overhead_s: list[float] = []
+        self.queue_wait_s: list[float] = []
         self._ready_at: dict[str, float] = {}
+        self._slot_wait: dict[str, float] = {}
         self._attempts: dict[str, int] = {}
         self._started_at: dict[str, float] = {}
         self._runners: set[asyncio.Task[None]] = set()
@@ -268,6 +272,7 @@ class _Run:
             results={task.id: self.results.get(task.id) or self._cut_off(task.id) for task in self._plan.tasks},
             stop_reason=self.stop_reason,
             overhead_s=self.overhead_s,
+            queue_wait_s=self.queue_wait_s,
         )
 
     async def _cancel_runners(self) -> None:
@@ -294,7 +299,9 @@ class _Run:
     async def _guarded(self, task: Task) -> None:
         try:
             key_slot = self._key_slots.get(self._key_of(task))
+            asking = self._clock()
             async with key_slot if key_slot is not None else contextlib.nullcontext(), self._slots:
+                self._slot_wait[task.id] = self._clock() - asking
                 await self._attempt_all(task)
         except asyncio.CancelledError:
             self._finish(self._cut_off(task.id))
@@ -306,14 +313,18 @@ class _Run:
     async def _attempt_all(self, task: Task) -> None:
         budget = self._budget
         estimate = self._estimate(task)
-        reason = self.stop_reason or budget.can_start_task() or await self._admission(estimate)
+        reason = self.stop_reason or budget.can_start_task()
+        admitting = self._clock()
+        reason = reason or await self._admission(estimate)
         if reason is not None:
             self._stop(reason)
             self._finish(self._skipped(task.id, f"not started: {reason}"))
             return
         budget.note_task_started()
         self._started_at[task.id] = started = self._clock()
-        self.overhead_s.append(started - self._ready_at[task.id])
+        waited = self._slot_wait[task.id] + (started - admitting)
+        self.queue_wait_s.append(waited)
+        self.overhead_s.append(max(0.0, started - self._ready_at[task.id] - waited))
         inputs = {dep: self._inputs[dep] for dep in task.deps}
         error = ""
         for attempt in range(1, self._retries + 2):

@@ -146,8 +146,14 @@ class Metrics:
             "cutover_pe_plan_cache", "Plan cache lookups by result (hit, miss).", ["meta_model", "result"], registry=r,
         )
         self.pe_overhead = Histogram(
-            "cutover_pe_scheduler_overhead_seconds", "Scheduler time between a task becoming ready and its call.",
+            "cutover_pe_scheduler_overhead_seconds",
+            "The scheduler's own time between a task becoming ready and its call, waits excluded.",
             ["meta_model"], buckets=_OVERHEAD_BUCKETS, registry=r,
+        )
+        self.pe_queue_wait = Histogram(
+            "cutover_pe_task_queue_wait_seconds",
+            "Time a ready task waited for a concurrency slot or for room in the run's budget.",
+            ["meta_model"], buckets=_LATENCY_BUCKETS, registry=r,
         )
 
     def _define_migration_metrics(self, r: CollectorRegistry) -> None:

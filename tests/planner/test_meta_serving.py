@@ -249,6 +249,8 @@ def test_metrics_after_runs(make_rig: RigFactory) -> None:
     count, total = _histogram(text, "cutover_pe_scheduler_overhead_seconds", **labels)
     assert count == 8
     assert 0 <= total < 1.0
+    count, total = _histogram(text, "cutover_pe_task_queue_wait_seconds", **labels)
+    assert count == 8 and total >= 0
     assert metric(text, "cutover_pe_replans_total", **labels) == 0
     # Internal calls are ordinary requests of their aliases, and the run is one request of the meta-model.
     assert metric(text, "cutover_requests_total", alias="planner", status_class="2xx") == 2

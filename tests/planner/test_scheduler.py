@@ -232,6 +232,18 @@ async def test_a_task_starts_when_its_deps_finish_while_unrelated_slow_tasks_run
     assert len(result.overhead_s) == 3 and all(0 <= s < SOON for s in result.overhead_s)
 
 
+async def test_waiting_for_a_slot_is_queue_wait_not_scheduler_overhead() -> None:
+    now = [100.0]
+    fake = Fake()
+    run = start(graph("a", "b"), fake, concurrency=1, clock=lambda: now[0], deadline_at=1e9)
+    await fake.wait_started("a")
+    now[0] += 5.0  # b, ready since 100.0, waits 5 s for a's slot
+    fake.release("a", "b")
+    result = await within(run)
+    assert result.queue_wait_s == [0.0, 5.0]
+    assert result.overhead_s == [0.0, 0.0]
+
+
 async def test_results_of_earlier_rounds_are_inputs() -> None:
     fake = Fake(gated=False)
     earlier = TaskResult("t1", output="from round one")

@@ -9,6 +9,7 @@ pick it up on their next sync.
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -106,10 +107,10 @@ class MigrationService:
             raise MigrationNotFound(f"no migration '{migration_id}'")
         return stored
 
-    async def list(self) -> list[StoredMigration]:
+    async def list(self) -> builtins.list[StoredMigration]:
         return await self.store.list_migrations()
 
-    async def history(self, migration_id: str) -> list[dict[str, Any]]:
+    async def history(self, migration_id: str) -> builtins.list[dict[str, Any]]:
         await self.get(migration_id)
         return await self.store.audit(migration_id)
 
@@ -215,7 +216,7 @@ class MigrationService:
         new: MigrationState,
         actions: tuple[Any, ...],
         now: float,
-        extra_audit: list[dict[str, Any]],
+        extra_audit: builtins.list[dict[str, Any]],
         verdict: Verdict | None = None,
     ) -> StoredMigration:
         audit = extra_audit + [audit_entry(a, new.version, now) for a in actions if isinstance(a, RecordAudit)]

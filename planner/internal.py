@@ -119,7 +119,8 @@ def _parse(alias: str, status: int, headers: dict[bytes, bytes], body: bytes, la
         content = message_obj.get("content") if isinstance(message_obj, dict) else None
         text = content if isinstance(content, str) else ""
         finish = choices[0].get("finish_reason")
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    reported = data.get("usage")
+    usage: dict[str, Any] = reported if isinstance(reported, dict) else {}
     try:
         cost = Decimal(headers.get(b"x-cutover-cost-usd", b"0").decode())
     except InvalidOperation:

@@ -24,7 +24,7 @@ import json
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 Tier = Literal["cheap", "strong"]
 
@@ -186,7 +186,7 @@ def _where(index: int, raw: Any) -> str:
     return f"tasks[{index}] (id {task_id!r})" if isinstance(task_id, str) else f"tasks[{index}]"
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -199,8 +199,12 @@ def _parse_task(index: int, raw: Any, limits: PlanLimits, errors: list[str]) -> 
     errors.extend(f"{where}: unexpected key {key!r} (allowed: {', '.join(_TASK_KEYS)})"
                   for key in raw if key not in _TASK_KEYS)
     errors.extend(f"{where}: missing required key {key!r}" for key in _TASK_KEYS if key not in raw)
-    task_id, instruction = raw.get("id"), raw.get("instruction")
-    deps, tier, max_tokens = raw.get("deps"), raw.get("tier"), raw.get("max_tokens")
+    # Any: planner output, checked field by field below before it becomes a Task.
+    task_id: Any = raw.get("id")
+    instruction: Any = raw.get("instruction")
+    deps: Any = raw.get("deps")
+    tier: Any = raw.get("tier")
+    max_tokens: Any = raw.get("max_tokens")
     if "id" in raw and not (isinstance(task_id, str) and _ID_PATTERN.fullmatch(task_id)):
         errors.append(f"{where}: id must be 1-64 characters of letters, digits, '_', '-' or '.'")
     if "instruction" in raw and not (isinstance(instruction, str) and instruction.strip()):
@@ -323,7 +327,7 @@ def validate_plan(
         return None, [f"the plan must be a JSON object with keys {', '.join(map(repr, _PLAN_KEYS))}"]
     errors = [f"unexpected top-level key {key!r} (allowed: {', '.join(_PLAN_KEYS)})" for key in obj
               if key not in _PLAN_KEYS]
-    final = obj.get("final_instruction")
+    final: Any = obj.get("final_instruction")
     if not (isinstance(final, str) and final.strip()):
         errors.append("'final_instruction' must be a non-empty string")
     raw_tasks = obj.get("tasks")

@@ -94,6 +94,9 @@ class UpstreamStream(Protocol):
 class Provider(Protocol):
     name: str
 
+    @property
+    def ready(self) -> bool: ...
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...

@@ -297,7 +297,8 @@ class Pool:
 
     async def _connect(self, deadline: float | None) -> _Connection:
         loop = asyncio.get_running_loop()
-        limit, on_expiry = self._connect_timeout, ConnectError("connect timeout")
+        limit = self._connect_timeout
+        on_expiry: HttpError = ConnectError("connect timeout")
         if deadline is not None and deadline - time.monotonic() < limit:
             limit, on_expiry = max(0.0, deadline - time.monotonic()), ReadTimeout(_TOTAL_TIMEOUT)
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeGuard
 
 from config.schema import ModelPrice
 
@@ -47,7 +47,7 @@ def usage_from_openai(usage: Mapping[str, Any] | None) -> Usage | None:
     return Usage(prompt, completion, cached if _is_count(cached) else 0)
 
 
-def _is_count(value: Any) -> bool:
+def _is_count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 

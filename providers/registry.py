@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from config.schema import ProviderConfig
+from providers.base import Provider
 from providers.openai_compat import OpenAICompatProvider
 from providers.simulated import SimulatedProvider
 
@@ -13,23 +14,24 @@ AnyProvider = OpenAICompatProvider | SimulatedProvider
 
 def build_provider(name: str, config: ProviderConfig) -> AnyProvider:
     timeouts = config.timeouts
-    common = {
-        "connect_timeout": timeouts.connect,
-        "read_timeout": timeouts.read,
-        "total_timeout": timeouts.total,
-        "pool_size": config.pool_size,
-        "headers": config.headers,
-    }
     if config.type == "simulated":
-        return SimulatedProvider(name, config.simulation, **common)
+        return SimulatedProvider(
+            name, config.simulation, connect_timeout=timeouts.connect, read_timeout=timeouts.read,
+            total_timeout=timeouts.total, pool_size=config.pool_size, headers=config.headers,
+        )
     assert config.base_url is not None  # checked by the config loader
     api_key = config.api_key.get_secret_value() if config.api_key is not None else None
-    return OpenAICompatProvider(name, config.base_url, api_key, **common)
+    return OpenAICompatProvider(
+        name, config.base_url, api_key, connect_timeout=timeouts.connect, read_timeout=timeouts.read,
+        total_timeout=timeouts.total, pool_size=config.pool_size, headers=config.headers,
+    )
 
 
 class ProviderRegistry:
+    """The configured upstreams, and whatever else serves targets (the meta-models add themselves)."""
+
     def __init__(self, configs: Mapping[str, ProviderConfig]) -> None:
-        self.providers: dict[str, AnyProvider] = {name: build_provider(name, c) for name, c in configs.items()}
+        self.providers: dict[str, Provider] = {name: build_provider(name, c) for name, c in configs.items()}
 
     async def start(self) -> None:
         for provider in self.providers.values():

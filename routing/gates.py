@@ -119,7 +119,7 @@ def _judge(estimate: float, bound: float | None, threshold: float) -> GateResult
 def _critical(window: StepWindow, th: GateThresholds) -> GateFigures:
     base, cand = window.baseline, window.candidate
     ratio = cand.error_rate
-    figures = {
+    figures: dict[str, Any] = {
         "gate": "critical_error_ratio",
         "samples_baseline": base.requests,
         "samples_candidate": cand.requests,

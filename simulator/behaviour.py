@@ -31,11 +31,11 @@ Outcome = Literal[
 ]
 
 OK: Final = "ok"
-FAULT_KINDS: Final[tuple[str, ...]] = get_args(FaultKind)
+FAULT_KINDS: Final[tuple[FaultKind, ...]] = get_args(FaultKind)
 OUTCOMES: Final[tuple[str, ...]] = get_args(Outcome)
 
 
-def _equal_fault_weights() -> dict[str, float]:
+def _equal_fault_weights() -> dict[FaultKind, float]:
     return dict.fromkeys(FAULT_KINDS, 1.0)
 
 

@@ -410,8 +410,10 @@ def migration() -> Board:
     board.row("Rollout")
     board.panel(
         "Phase",
-        "The migration's phase over time: pending, shadow, canary, promoted, paused, rolled_back, aborted.",
-        [Q(f"max by (phase) (cutover_migration_phase{{{m}}})", "{{phase}}")],
+        "The migration's phase over time: pending, shadow, canary, promoted, paused, rolled_back, aborted; "
+        "and whether a pause came from the gates (a step inconclusive past max_step_s) rather than an operator.",
+        [Q(f"max by (phase) (cutover_migration_phase{{{m}}})", "{{phase}}"),
+         Q(f"max(cutover_migration_paused_by_gates{{{m}}})", "paused by the gates (inconclusive)")],
         COUNT, kind="state-timeline", w=12,
         mappings=[{"type": "value", "options": {"0": {"text": " ", "color": "transparent"},
                                                 "1": {"text": "current", "color": "blue"}}}],

@@ -184,6 +184,7 @@ class MigrationRuntime:
         m = self._metrics
         for phase in _PHASES:
             m.phase.labels(migration_id, phase).set(1 if phase == state.phase else 0)
+        m.paused_by_gates.labels(migration_id).set(1 if state.phase == "paused" and state.paused_by == "gates" else 0)
         m.candidate_weight.labels(migration_id).set(state.candidate_weight_bp / 10_000)
         m.shadow_share.labels(migration_id).set(state.shadow_percent / 100)
 

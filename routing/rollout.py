@@ -73,6 +73,9 @@ class MigrationState:
     paused_from: Resumable | None = None
     version: int = 0
     reason: str = ""
+    # Who paused it, while paused: "gates" (an analysis tick found the step inconclusive too
+    # long) or the operator's name. Kept in the state, so it survives a restart.
+    paused_by: str = ""
 
     @property
     def settled(self) -> bool:
@@ -323,7 +326,7 @@ def _on_tick(state: MigrationState, event: Tick, plan: StepPlan) -> Transition:
         return state, ()
     if held >= plan.max_step_s:
         reason = f"inconclusive after {held:.0f} s (max_step_s {plan.max_step_s:.0f}): {verdict.reason}"
-        paused = replace(state, phase="paused", paused_from=_current(state), reason=reason)
+        paused = replace(state, phase="paused", paused_from=_current(state), reason=reason, paused_by="gates")
         return _change(state, paused, event, "gates", verdict)
     return state, ()
 
@@ -332,7 +335,7 @@ def _on_pause(state: MigrationState, event: Pause, plan: StepPlan) -> Transition
     if not expects_tick(state):
         raise _reject(state, event, "only a running migration can be paused")
     reason = f"paused by {event.actor}: {event.reason}"
-    paused = replace(state, phase="paused", paused_from=_current(state), reason=reason)
+    paused = replace(state, phase="paused", paused_from=_current(state), reason=reason, paused_by=event.actor)
     return _change(state, paused, event, event.actor)
 
 
@@ -385,7 +388,8 @@ def _on_set_weight(state: MigrationState, event: SetWeight, plan: StepPlan) -> T
         raise _reject(state, event, "weights can be set only while the migration runs or is paused")
     reason = f"weight set to {event.weight_bp} bp by {event.actor}; automatic analysis paused"
     paused = replace(
-        state, phase="paused", paused_from=_current(state), candidate_weight_bp=event.weight_bp, reason=reason
+        state, phase="paused", paused_from=_current(state), candidate_weight_bp=event.weight_bp, reason=reason,
+        paused_by=event.actor,
     )
     return _change(state, paused, event, event.actor)
 

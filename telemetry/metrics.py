@@ -177,6 +177,11 @@ class Metrics:
             "cutover_migration_phase", "1 for the migration's current phase, 0 for the others.",
             ["migration", "phase"], registry=r, multiprocess_mode="livemax",
         )
+        self.paused_by_gates = Gauge(
+            "cutover_migration_paused_by_gates",
+            "1 while the migration is paused because a step stayed inconclusive past max_step_s, else 0.",
+            ["migration"], registry=r, multiprocess_mode="livemax",
+        )
         self.candidate_weight = Gauge(
             "cutover_migration_candidate_weight_ratio", "Share of live traffic the candidate serves (0..1).",
             ["migration"], registry=r, multiprocess_mode="livemax",

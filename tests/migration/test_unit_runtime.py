@@ -261,3 +261,15 @@ def test_arms_of_names_both_arms_of_the_alias_migration() -> None:
     runtime.apply(SPEC, _state("canary", weight_bp=2_500))
     assert runtime.arms_of(ALIAS) == [(BASE.provider, BASE.model), (CAND.provider, CAND.model)]
     assert runtime.arms_of("another-alias") == []
+
+
+def test_a_pause_by_the_gates_is_exported_for_the_alert() -> None:
+    metrics = Metrics()
+    runtime = _runtime(metrics=metrics)
+    labels = {"migration": MIGRATION_ID}
+    runtime.apply(SPEC, _state("paused", paused_by="gates", version=1))
+    assert _sample(metrics, "cutover_migration_paused_by_gates", labels) == 1
+    runtime.apply(SPEC, _state("paused", paused_by="dave", version=2))
+    assert _sample(metrics, "cutover_migration_paused_by_gates", labels) == 0
+    runtime.apply(SPEC, _state("canary", weight_bp=2_500, version=3))
+    assert _sample(metrics, "cutover_migration_paused_by_gates", labels) == 0

@@ -272,6 +272,21 @@ def test_inconclusive_past_max_step_pauses_then_resume_restarts_the_step() -> No
     assert StartWindow(t + 6000) in actions
 
 
+def test_a_pause_records_who_paused_and_a_resume_clears_it() -> None:
+    t = (canary(2).step_started_at or 0.0) + PLAN.max_step_s
+    by_gates, _ = tick(canary(2), "inconclusive", t)
+    by_operator, _ = transition(canary(2), Pause("dave", "weekend"), PLAN)
+    by_weight, _ = transition(by_gates, SetWeight(3000, t + 1, "carol"), PLAN)
+    assert (by_gates.paused_by, by_operator.paused_by, by_weight.paused_by) == ("gates", "dave", "carol")
+    resumed, _ = transition(by_gates, Resume(t + 2), PLAN)
+    assert resumed.paused_by == ""
+    # Kept with the state, so an alert on it survives a restart.
+    assert MigrationState.from_dict(json.loads(json.dumps(by_gates.to_dict()))).paused_by == "gates"
+    # A state stored before the field existed still loads.
+    older = {k: v for k, v in by_operator.to_dict().items() if k != "paused_by"}
+    assert MigrationState.from_dict(older).paused_by == ""
+
+
 def test_stale_verdict_is_rejected() -> None:
     state = canary(0)
     old = verdict("fail", started(), 400.0)

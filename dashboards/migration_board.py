@@ -1,0 +1,182 @@
+"""cutover / Migration: one migration's rollout, arms, gates and shadow traffic."""
+
+from __future__ import annotations
+
+from board import (
+    COUNT,
+    DS,
+    GATE_ERROR_RATE,
+    GATE_P99_S,
+    RATIO,
+    REQ_PER_S,
+    RI,
+    SECONDS,
+    USD,
+    Board,
+    Q,
+    quantiles,
+    query_variable,
+)
+
+
+def migration() -> Board:
+    m = 'migration="$migration"'
+    rollbacks = f"cutover_migration_rollbacks_total{{{m}}}"
+    annotations = [{
+        "name": "Rollbacks",
+        "datasource": DS,
+        "enable": True,
+        "hide": False,
+        "iconColor": "red",
+        # A rollback counter series is born at 1, which increase() cannot see: its first appearance is
+        # caught by `unless ... offset`, later rollbacks of the same cause by increase().
+        "expr": f"(sum by (migration, reason) ({rollbacks}) unless sum by (migration, reason) "
+                f"({rollbacks} offset $__interval)) or (sum by (migration, reason) "
+                f"(increase({rollbacks}[$__interval])) > 0)",
+        "step": "$__interval",
+        "titleFormat": "Rollback of {{migration}}",
+        "textFormat": "cause: {{reason}}",
+        "tagKeys": "migration,reason",
+        "useValueForTime": False,
+    }]
+    board = Board(
+        "cutover-migration", "cutover / Migration",
+        "One migration of an alias from its baseline target to a candidate: phase and weights, baseline vs "
+        "candidate side by side, gate verdicts, rollbacks (annotations), and the shadow traffic comparison.",
+        ["cutover", "llm-gateway", "migration"],
+        [query_variable("migration", "Migration", "label_values(cutover_migration_phase, migration)", multi=False,
+                         description="The migration's id from the config or the admin API.")],
+        annotations,
+    )
+    board.row("Rollout")
+    board.panel(
+        "Phase",
+        "The migration's phase over time: pending, shadow, canary, promoted, paused, rolled_back, aborted; "
+        "and whether a pause came from the gates (a step inconclusive past max_step_s) rather than an operator.",
+        [Q(f"max by (phase) (cutover_migration_phase{{{m}}})", "{{phase}}"),
+         Q(f"max(cutover_migration_paused_by_gates{{{m}}})", "paused by the gates (inconclusive)")],
+        COUNT, kind="state-timeline", w=12,
+        mappings=[{"type": "value", "options": {"0": {"text": " ", "color": "transparent"},
+                                                "1": {"text": "current", "color": "blue"}}}],
+    )
+    board.panel(
+        "Candidate weight and shadow share",
+        "Share of live traffic the candidate serves, and share copied to the shadow arm (the candidate during "
+        "the shadow phase, the old baseline after promotion).",
+        [Q(f"max(cutover_migration_candidate_weight_ratio{{{m}}})", "candidate weight"),
+         Q(f"max(cutover_migration_shadow_ratio{{{m}}})", "shadow share")],
+        RATIO, w=12, min_value=0, max_value=1,
+    )
+    board.panel(
+        "Transitions since the gateway started",
+        "State changes by the event that caused them (Start, Tick = an analysis, Pause, Rollback...) and the "
+        "phase entered. Counted since the gateway processes started.",
+        [Q(f"sum by (event, to_phase) (cutover_migration_transitions_total{{{m}}})", "{{event}} -> {{to_phase}}",
+           instant=True)],
+        COUNT, kind="bargauge", w=8, decimals=0,
+    )
+    board.panel(
+        "Rollbacks since the gateway started, by cause",
+        "Rollbacks by cause: the first failing gate (critical_error_ratio = the critical error guard, "
+        "error_rate, latency_p99, ttft_p99, cost) or manual. Each rollback is also an annotation on the time "
+        "series.",
+        [Q(f"sum by (reason) ({rollbacks})", "{{reason}}", instant=True)],
+        COUNT, kind="stat", w=8, thresholds=[(1, "red")], decimals=0,
+    )
+    board.panel(
+        "Controller leader",
+        "Gateway processes holding the migration controller lease (the one that runs the analysis). "
+        "Should be 1; 0 means no migration is being analysed.",
+        [Q("sum(cutover_controller_leader)", "leaders", instant=True)],
+        COUNT, kind="stat", w=8, thresholds=[(1, "green"), (2, "orange")], decimals=0,
+    )
+
+    board.row("Baseline vs candidate")
+    live = f"{m}, status_class!=\"4xx\""
+    board.panel(
+        "Error rate by arm",
+        "5xx share of each arm's requests; client faults and 429s (4xx) are left out as the gate does. The "
+        "arm is judged on its own target even when a fallback answered the client. Line: the 2 % gate.",
+        [Q(f'(sum by (arm) (rate(cutover_migration_requests_total{{{m}, status_class="5xx"}}[{RI}])) '
+           f"or 0 * sum by (arm) (rate(cutover_migration_requests_total{{{live}}}[{RI}]))) "
+           f"/ sum by (arm) (rate(cutover_migration_requests_total{{{live}}}[{RI}]))", "{{arm}}")],
+        RATIO, w=12, thresholds=[(GATE_ERROR_RATE, "red")], threshold_line=True, min_value=0,
+    )
+    board.panel(
+        "Requests per second by arm and status",
+        "Requests per arm: baseline and candidate are live traffic, shadow the copies.",
+        [Q(f"sum by (arm, status_class) (rate(cutover_migration_requests_total{{{m}}}[{RI}]))",
+           "{{arm}} {{status_class}}")],
+        REQ_PER_S, w=12,
+    )
+    board.panel(
+        "p99 latency by arm",
+        "p99 of successful requests' latency per arm. Line: the 800 ms gate.",
+        [Q(f"histogram_quantile(0.99, sum by (arm, le) "
+           f"(rate(cutover_migration_request_duration_seconds_bucket{{{m}}}[{RI}])))", "{{arm}}")],
+        SECONDS, w=8, thresholds=[(GATE_P99_S, "red")], threshold_line=True,
+    )
+    board.panel(
+        "Time to first token p99 by arm (streams)",
+        "p99 time to first token of successful streams per arm. Line: the 800 ms gate.",
+        [Q(f"histogram_quantile(0.99, sum by (arm, le) "
+           f"(rate(cutover_migration_time_to_first_token_seconds_bucket{{{m}}}[{RI}])))", "{{arm}}")],
+        SECONDS, w=8, thresholds=[(GATE_P99_S, "red")], threshold_line=True,
+    )
+    board.panel(
+        "Cost per request by arm",
+        "Mean USD per successful request per arm; the gate fails the candidate above +5 % of the baseline. "
+        "The shadow arm is its own ledger.",
+        [Q(f"sum by (arm) (rate(cutover_migration_cost_usd_total{{{m}}}[{RI}])) "
+           f'/ sum by (arm) (rate(cutover_migration_requests_total{{{m}, status_class="2xx"}}[{RI}]))', "{{arm}}")],
+        USD, w=8,
+    )
+
+    board.row("Gates")
+    board.panel(
+        "Gate verdicts",
+        "Gate results at each analysis tick: pass, fail, inconclusive (not enough evidence yet) or skipped, "
+        "per gate (critical_error_ratio, error_rate, latency_p99, ttft_p99, cost).",
+        [Q(f"sum by (gate, result) (increase(cutover_migration_verdicts_total{{{m}}}[{RI}]))",
+           "{{gate}} {{result}}")],
+        COUNT, w=24, bars=True, stack=True,
+    )
+
+    board.row("Shadow traffic")
+    board.panel(
+        "Shadow copies by outcome",
+        "Copies per second: sent, dropped (pool full), excluded (request names an excluded tool), failed, "
+        "cancelled (by a rollback), compared (both sides finished and the pair was compared).",
+        [Q(f"sum by (outcome) (rate(cutover_shadow_requests_total{{{m}}}[{RI}]))", "{{outcome}}")],
+        REQ_PER_S, w=8,
+    )
+    board.panel(
+        "Shadow agreement rate by check",
+        "Share of compared pairs that agreed, per check: overall (the headline), status, finish_reason, exact "
+        "and normalised text, tools, json.",
+        [Q(f"sum by (check) (rate(cutover_shadow_agreements_total{{{m}}}[{RI}])) / ignoring (check) group_left "
+           f'sum(rate(cutover_shadow_requests_total{{{m}, outcome="compared"}}[{RI}]))', "{{check}}")],
+        RATIO, w=8, min_value=0, max_value=1,
+    )
+    board.panel(
+        "Shadow answer similarity p10 / p50",
+        "Text similarity (0..1) of compared pairs where both sides answered.",
+        [Q(f"histogram_quantile({q}, sum by (le) (rate(cutover_shadow_similarity_bucket{{{m}}}[{RI}])))",
+           f"p{round(q * 100)}") for q in (0.1, 0.5)],
+        RATIO, w=8, min_value=0, max_value=1,
+    )
+    board.panel(
+        "Shadow minus primary latency",
+        "Latency delta per compared pair (negative: the shadow side was faster): median and p99.",
+        quantiles("cutover_shadow_latency_delta_seconds", m, "", (0.5, 0.99)),
+        SECONDS, w=12,
+    )
+    board.panel(
+        "Shadow minus primary cost per pair",
+        "Cost delta per compared pair in USD (negative: the shadow side was cheaper): mean and median.",
+        [Q(f"sum(rate(cutover_shadow_cost_delta_usd_sum{{{m}}}[{RI}])) "
+           f"/ sum(rate(cutover_shadow_cost_delta_usd_count{{{m}}}[{RI}]))", "mean"),
+         *quantiles("cutover_shadow_cost_delta_usd", m, "", (0.5,))],
+        USD, w=12,
+    )
+    return board

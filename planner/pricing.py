@@ -29,14 +29,15 @@ class RateCeiling:
     def rates(self, alias: str) -> tuple[Decimal, Decimal]:
         """USD per prompt token and per completion token, each the highest among the alias's targets.
 
-        Cached prompt tokens are never dearer than uncached ones, so the input price bounds both.
+        A prompt token is priced at the dearer of the cached and uncached rates, whichever applies.
         An unpriced target costs nothing, as the gateway charges it.
         """
         prompt_rate = completion_rate = ZERO
         for provider, model in self._targets(alias):
             price = self._prices.price_for(provider, model)
             if price is not None:
-                prompt_rate = max(prompt_rate, price.input / _MILLION)
+                dearest_input = max(price.input, price.cached_input or ZERO)
+                prompt_rate = max(prompt_rate, dearest_input / _MILLION)
                 completion_rate = max(completion_rate, price.output / _MILLION)
         return prompt_rate, completion_rate
 

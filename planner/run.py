@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from config.schema import MetaModelConfig
 from planner.budget import DEADLINE, REPEATED_WORK, Budget, BudgetExhausted, Caps
 from planner.internal import CallFailed, CallResult, InternalCaller
@@ -108,7 +110,10 @@ class PlanRun:
         if max_tokens is None and 0 < room < self.limits.max_task_tokens:
             # Near the token or dollar cap a call may only write what is left of it.
             max_tokens = room
-        # Without a max_tokens (far from both caps) a call is held at max_task_tokens of completion.
+        elif max_tokens is None and affordable is not None:
+            # A priced call without a limit could write past the dollar cap: it gets the limit it is held at.
+            max_tokens = self.limits.max_task_tokens
+        # An unpriced call without a limit is held at max_task_tokens (of tokens only: it costs nothing).
         completion = max_tokens or self.limits.max_task_tokens
         try:
             reservation = self.budget.reserve(
@@ -344,10 +349,22 @@ def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
     return sum(4 + (len(conversation_text([m])) + 3) // 4 for m in messages)
 
 
+# Prompt tokens held for a content part that is not text (an image...): more than an image costs
+# at OpenAI's high detail for a 2048 x 2048 picture (~1,100); bytes bound text, not pictures.
+_NON_TEXT_PART_TOKENS = 2_000
+
+
 def _prompt_token_bound(messages: list[dict[str, Any]]) -> int:
-    """More prompt tokens than any tokenizer makes of these messages: a token is at least one byte,
-    plus a few per message for the chat format. Dollars are held at this, so the cost cap holds."""
-    return sum(8 + len(conversation_text([m]).encode()) for m in messages)
+    """More prompt tokens than any tokenizer makes of these messages: a token is at least one byte
+    of the message's JSON (content, tool calls, names), plus a few per message for the chat format,
+    plus `_NON_TEXT_PART_TOKENS` per image or other non-text part. Dollars are held at this."""
+    total = 0
+    for message in messages:
+        content = message.get("content")
+        parts = content if isinstance(content, list) else ()
+        pictures = sum(1 for p in parts if not (isinstance(p, dict) and p.get("type") == "text"))
+        total += 8 + len(orjson.dumps(message)) + pictures * _NON_TEXT_PART_TOKENS
+    return total
 
 
 def _is_short_single_step(messages: list[dict[str, Any]], max_chars: int) -> bool:
@@ -359,11 +376,12 @@ def _is_short_single_step(messages: list[dict[str, Any]], max_chars: int) -> boo
 
 
 def _instructions_of(obj: Any) -> list[str]:
-    """The task instructions of a planner reply, valid or not."""
+    """The task instructions of a planner reply, valid or not; "" for a task without one (never a repeat)."""
     tasks = obj.get("tasks") if isinstance(obj, dict) else None
     if not isinstance(tasks, list):
         return []
-    return [t["instruction"] for t in tasks if isinstance(t, dict) and isinstance(t.get("instruction"), str)]
+    return [t["instruction"] if isinstance(t, dict) and isinstance(t.get("instruction"), str) else ""
+            for t in tasks]
 
 
 def _tasks_of(plan: dict[str, Any]) -> list[Task]:

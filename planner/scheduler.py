@@ -313,9 +313,8 @@ class _Run:
     async def _attempt_all(self, task: Task) -> None:
         budget = self._budget
         estimate = self._estimate(task)
-        reason = self.stop_reason or budget.can_start_task()
         admitting = self._clock()
-        reason = reason or await self._admission(estimate)
+        reason = await self._admission(estimate, new_task=True)
         if reason is not None:
             self._stop(reason)
             self._finish(self._skipped(task.id, f"not started: {reason}"))
@@ -332,7 +331,7 @@ class _Run:
                 return
             if attempt > 1:
                 await self._sleep(self._backoff_s * 2 ** (attempt - 2))
-                reason = await self._admission(estimate)
+                reason = await self._admission(estimate, new_task=False)
                 if reason is not None:
                     self._stop(reason)
                     self._finish(self._failed(task.id, f"{error}; not retried: {reason}"))
@@ -366,16 +365,19 @@ class _Run:
                 break
         self._finish(self._failed(task.id, error))
 
-    async def _admission(self, estimate: Estimate) -> StopReason | None:
+    async def _admission(self, estimate: Estimate, *, new_task: bool) -> StopReason | None:
         """None once the budget admits the call, or why it never will.
 
         Worst cases are held for every call in flight; a call that would fit on what has
-        really been spent waits for those calls' charges rather than ending the run.
+        really been spent waits for those calls' charges rather than ending the run. A new
+        task is also refused once the run has stopped or reached max_tasks, which is checked
+        again after every wait: other tasks may have done either meanwhile.
         """
         budget = self._budget
         while True:
-            reason = budget.can_call(*estimate)
-            if reason is None or not budget.held_back_by_calls_in_flight(*estimate):
+            reason = (self.stop_reason or budget.can_start_task()) if new_task else None
+            reason = reason or budget.can_call(*estimate)
+            if reason is None or self.stop_reason is not None or not budget.held_back_by_calls_in_flight(*estimate):
                 return reason
             await self._charged.wait()
 

@@ -49,4 +49,5 @@ class HotHistogram:
     def observe(self, amount: float) -> None:
         self._sum(amount)
         # The first bound >= amount, as prometheus_client picks it; the last bound is +Inf.
-        self._buckets[bisect_left(self._bounds, amount)](1)
+        if amount == amount:  # NaN falls in no bucket there either
+            self._buckets[bisect_left(self._bounds, amount)](1)

@@ -328,17 +328,17 @@ def test_a_final_answer_near_the_dollar_cap_may_only_write_what_is_left(make_rig
     joins = [c for c in first.trace["calls"] if c["role"] == "join"]
     assert len(joins) == 1
     spent_before_join = first.cost - Decimal(joins[0]["cost_usd"])
-    prompt_bytes = sum(8 + len(m["content"].encode()) for m in roomy.requests(JOINER_M)[0].body["messages"])
+    prompt_bytes = sum(8 + len(json.dumps(m)) for m in roomy.requests(JOINER_M)[0].body["messages"])
     price = PRICES[JOINER_M]
-    # Then a cap that leaves the joiner's prompt (at one token per byte, doubled for the chat
-    # format's extra text) and about 150 completion tokens.
+    # Then a cap that leaves the joiner's prompt (at one token per byte of its JSON, doubled for
+    # slack) and about 150 completion tokens.
     cap = spent_before_join + (2 * prompt_bytes * Decimal(price["input"]) + 150 * Decimal(price["output"])) / 1_000_000
     tight = make_rig(plan=plan, meta=meta_config(caps={"max_cost_usd": str(cap.quantize(Decimal("0.000001")))}))
     answer = tight.ask()
     _check_bounded(tight, answer)
     joined = tight.requests(JOINER_M)
-    # Far below max_task_tokens (4096): the dollars left set it, where the roomy run's joiner had no limit.
-    assert "max_tokens" not in roomy.requests(JOINER_M)[0].body
+    # Far below max_task_tokens (4096), the roomy run's limit: the dollars left set it.
+    assert roomy.requests(JOINER_M)[0].body["max_tokens"] == 4096
     assert len(joined) == 1 and 0 < joined[0].body["max_tokens"] < 1000
     assert answer.cost <= cap
 

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from config.schema import ModelPrice
 from planner.pricing import RateCeiling
+from planner.run import _NON_TEXT_PART_TOKENS, _prompt_token_bound
 from providers.pricing import PriceBook
 
 PRICES = PriceBook({
@@ -13,11 +14,14 @@ PRICES = PriceBook({
     "dear/large": ModelPrice(input=Decimal("3"), cached_input=Decimal("0.30"), output=Decimal("15")),
     # Dear to read and cheap to write: the ceiling takes each rate's maximum on its own.
     "odd/reader": ModelPrice(input=Decimal("5"), output=Decimal("1")),
+    # A cache read priced above a fresh one (the config allows it): the dearer rate bounds a prompt token.
+    "odd/cache": ModelPrice(input=Decimal("1"), cached_input=Decimal("2"), output=Decimal("1")),
 })
 TARGETS = {
     "mixed": [("cheap", "small"), ("dear", "large"), ("odd", "reader")],
     "cheap": [("cheap", "small")],
     "unpriced": [("nowhere", "free")],
+    "cache": [("odd", "cache")],
 }
 
 
@@ -50,3 +54,18 @@ def test_affordable_completion_is_the_most_the_dollars_pay_for() -> None:
     assert ceiling().affordable_completion("mixed", 1000, Decimal("0.01")) == 333
     assert ceiling().worst_case("mixed", 1000, 333) <= Decimal("0.01") < ceiling().worst_case("mixed", 1000, 334)
     assert ceiling().affordable_completion("mixed", 10_000, Decimal("0.01")) == 0  # the prompt alone is too dear
+
+
+def test_a_cached_rate_above_the_fresh_one_bounds_a_prompt_token() -> None:
+    assert ceiling().rates("cache")[0] == Decimal("0.000002")
+
+
+def test_the_prompt_bound_covers_tool_calls_and_pictures() -> None:
+    text = [{"role": "user", "content": "héllo"}]
+    assert _prompt_token_bound(text) >= len("héllo".encode())
+    call = [{"role": "assistant", "content": None,
+             "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "x" * 500}}]}]
+    assert _prompt_token_bound(call) > 500
+    picture = [{"role": "user", "content": [{"type": "text", "text": "what is this?"},
+                                            {"type": "image_url", "image_url": {"url": "https://example.test/a.png"}}]}]
+    assert _prompt_token_bound(picture) > _NON_TEXT_PART_TOKENS

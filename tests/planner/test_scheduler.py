@@ -428,6 +428,34 @@ async def test_cost_cap_holds_the_worst_case_of_every_running_task() -> None:
     assert budget.cost == Decimal("0.70") and fake.peak == 2
 
 
+async def test_a_task_waiting_for_room_does_not_start_once_the_run_has_stopped() -> None:
+    # a runs holding $0.60; b ($0.50) waits for that hold; c ($1.50) can never fit and stops the run.
+    # When a's charge frees the room, b must not start: the run has stopped meanwhile.
+    budget = Budget(Caps(max_cost_usd=Decimal("1.00")))
+    worst = {"a": Decimal("0.60"), "b": Decimal("0.50"), "c": Decimal("1.50")}
+    fake = Fake(cost={"a": Decimal("0.10")})
+    run = start(graph("a", "b", "c"), fake, budget=budget, concurrency=3,
+                estimate=lambda task: Estimate(10, worst[task.id]))
+    await fake.wait_started("a")
+    fake.release("a")
+    result = await within(run)
+    assert statuses(result) == {"a": "ok", "b": "skipped", "c": "skipped"}
+    assert result.stop_reason == "max_cost_usd" and fake.began() == {"a"}
+
+
+async def test_tasks_waiting_for_room_still_respect_max_tasks() -> None:
+    budget = Budget(Caps(max_cost_usd=Decimal("1.00"), max_tasks=2))
+    fake = Fake()
+    run = start(graph("a", "b", "c"), fake, budget=budget, concurrency=3,
+                estimate=lambda task: Estimate(10, Decimal("0.60")))
+    await fake.wait_started("a")  # b and c wait for a's $0.60 hold
+    fake.release("a", "b", "c")
+    result = await within(run)
+    assert budget.tasks_started == 2
+    assert sorted(statuses(result).values()) == ["ok", "ok", "skipped"]
+    assert result.stop_reason == "max_tasks"
+
+
 async def test_token_cap_counts_the_estimate_before_starting() -> None:
     budget = Budget(Caps(max_total_tokens=150))
     fake = Fake(gated=False)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
+from dataclasses import fields as dataclass_fields
 from typing import Any, Literal, get_args
 
 from routing.gates import Verdict
@@ -96,7 +97,10 @@ class MigrationState:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MigrationState:
-        fields = dict(data)
+        # Keys this version does not know are left out: replicas upgraded one at a time read
+        # states written by a newer version (which may add a field) without failing.
+        known = {f.name for f in dataclass_fields(cls)}
+        fields = {key: value for key, value in data.items() if key in known}
         if fields["phase"] not in get_args(Phase):
             raise ValueError(f"unknown migration phase {fields['phase']!r}")
         if fields.get("paused_from") is not None:

@@ -299,8 +299,9 @@ class Pool:
         loop = asyncio.get_running_loop()
         limit = self._connect_timeout
         on_expiry: HttpError = ConnectError("connect timeout")
-        if deadline is not None and deadline - time.monotonic() < limit:
-            limit, on_expiry = max(0.0, deadline - time.monotonic()), ReadTimeout(_TOTAL_TIMEOUT)
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left < limit:
+            limit, on_expiry = max(0.0, left), ReadTimeout(_TOTAL_TIMEOUT)
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(
@@ -339,13 +340,12 @@ class Pool:
             raise
 
     async def _wait_for_slot(self, deadline: float | None) -> None:
-        waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
         self._waiters.append(waiter)
         timer = None
         if deadline is not None:
-            timer = asyncio.get_running_loop().call_later(
-                max(0.0, deadline - time.monotonic()), _expire, waiter, _TOTAL_TIMEOUT
-            )
+            timer = loop.call_later(max(0.0, deadline - time.monotonic()), _expire, waiter, _TOTAL_TIMEOUT)
         try:
             await waiter
         except BaseException:

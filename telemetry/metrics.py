@@ -107,8 +107,7 @@ class Metrics:
         )
 
         self._series: dict[tuple[str, ...], RequestSeries] = {}
-        self._ok_latency: dict[tuple[str, str], HotHistogram] = {}
-        self._ttft: dict[tuple[str, str], HotHistogram] = {}
+        self._hot_histograms: dict[tuple[Histogram, tuple[str, ...]], HotHistogram] = {}
         self._define_migration_metrics(r)
         self._define_planner_metrics(r)
 
@@ -254,20 +253,20 @@ class Metrics:
         return HotGauge(self.in_flight.labels(endpoint))
 
     def upstream_ok_latency(self, provider: str, model: str) -> HotHistogram:
-        """Cached: every successful upstream call observes it."""
-        key = (provider, model)
-        histogram = self._ok_latency.get(key)
-        if histogram is None:
-            histogram = self._ok_latency[key] = HotHistogram(self.upstream_duration.labels(provider, model, "ok"))
-        return histogram
+        """Every successful upstream call observes it."""
+        return self._hot_histogram(self.upstream_duration, provider, model, "ok")
 
     def ttft_for(self, alias: str, provider: str) -> HotHistogram:
-        """Cached: every stream observes it."""
-        key = (alias, provider)
-        histogram = self._ttft.get(key)
-        if histogram is None:
-            histogram = self._ttft[key] = HotHistogram(self.ttft.labels(alias, provider))
-        return histogram
+        """Every stream observes it."""
+        return self._hot_histogram(self.ttft, alias, provider)
+
+    def _hot_histogram(self, histogram: Histogram, *labels: str) -> HotHistogram:
+        """Cached per labelled child: `labels()` costs more than the update."""
+        key = (histogram, labels)
+        hot = self._hot_histograms.get(key)
+        if hot is None:
+            hot = self._hot_histograms[key] = HotHistogram(histogram.labels(*labels))
+        return hot
 
     def exposition(self) -> bytes:
         directory = multiprocess_dir()

@@ -34,6 +34,11 @@ class RawServer:
         finally:
             writer.close()
 
+    async def silent(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A script: read the request, never answer."""
+        await _read_request(reader)
+        await self.release.wait()
+
     @property
     def base_url(self) -> str:
         assert self.server is not None
@@ -88,11 +93,7 @@ async def test_deadline_bounds_a_body_that_trickles_within_the_read_timeout(raw:
 
 
 async def test_deadline_bounds_the_wait_for_the_response_head(raw: RawServer) -> None:
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        await raw.release.wait()
-
-    raw.script = silent
+    raw.script = raw.silent
     pool = Pool(raw.base_url, limit=2, connect_timeout=2.0)
     with pytest.raises(ReadTimeout, match="total timeout"):
         await pool.request(HEAD, b"{}", read_timeout=5.0, deadline=time.monotonic() + 0.2)
@@ -100,11 +101,7 @@ async def test_deadline_bounds_the_wait_for_the_response_head(raw: RawServer) ->
 
 
 async def test_read_timeout_applies_without_a_deadline(raw: RawServer) -> None:
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        await raw.release.wait()
-
-    raw.script = silent
+    raw.script = raw.silent
     pool = Pool(raw.base_url, limit=2, connect_timeout=2.0)
     with pytest.raises(ReadTimeout, match="read timeout"):
         await pool.request(HEAD, b"{}", read_timeout=0.2)

@@ -8,14 +8,18 @@ socket. `gateway_config` builds a validated config from a few arguments.
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import subprocess
 import sys
 import threading
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import httpx
 import uvicorn
 
 from config.loader import parse_config
@@ -29,6 +33,46 @@ def cutover_command() -> list[str]:
     """How to run the `cutover` CLI of this checkout as a subprocess."""
     script = Path(sys.executable).parent / "cutover"
     return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+
+
+@dataclass
+class ServerProcess:
+    """A server a test started as a subprocess (`cutover serve`, Prometheus...), its output in `log`."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def root_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def answers(self, path: str, client: httpx.Client | None = None) -> bool:
+        """Whether GET `path` answers 200 now; an AssertionError with its output once the process has exited."""
+        if not self.alive():
+            raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.stderr()}")
+        try:
+            get = client.get if client is not None else httpx.get
+            return get(f"{self.root_url}{path}", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM, and SIGKILL if it has not exited within `grace_s`."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
 
 
 def free_port() -> int:

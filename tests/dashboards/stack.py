@@ -28,7 +28,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -43,7 +42,7 @@ import yaml
 
 from gateway.auth import hash_key
 from simulator import BackgroundSimulator, SimulationSettings
-from tests.support import CLIENT_KEY, cutover_command, free_port
+from tests.support import CLIENT_KEY, ServerProcess, cutover_command, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "sk-admin-dashboards"
@@ -209,40 +208,22 @@ def gateway_config(sims: Sims, state_path: Path) -> dict[str, Any]:
 
 
 
-def _stop(proc: subprocess.Popen[bytes], grace_s: float) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-class Gateway:
+class Gateway(ServerProcess):
     def __init__(self, config_path: Path, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
         env = dict(os.environ)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the CLI makes its own for its workers
         with log.open("wb") as err:
-            self.proc = subprocess.Popen(
+            proc = subprocess.Popen(
                 [*cutover_command(), "serve", "--config", str(config_path), "--host", "127.0.0.1",
-                 "--port", str(self.port), "--workers", "2", "--quiet"],
+                 "--port", str(port), "--workers", "2", "--quiet"],
                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
             )
-
-    def stderr(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
+        super().__init__("cutover serve", proc, port, log)
 
     def ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"cutover serve exited with {self.proc.returncode}:\n{self.stderr()}")
-        try:
-            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return self.answers("/readyz")
 
     def metrics(self) -> str:
         response = httpx.get(f"{self.url}/metrics", timeout=10, headers={"Connection": "close"})
@@ -256,16 +237,16 @@ class Gateway:
         state: dict[str, Any] = response.json()["state"]
         return state
 
-    def stop(self) -> None:
-        _stop(self.proc, 20)
+    def stop(self, grace_s: float = 20.0) -> None:
+        super().stop(grace_s)
 
 
-class Prometheus:
+class Prometheus(ServerProcess):
     """A real Prometheus server on loopback, with its own TSDB in a temporary directory."""
 
     def __init__(self, workdir: Path, target: str, rules: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
         config = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(rules)],
@@ -273,27 +254,20 @@ class Prometheus:
         }
         config_path = workdir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config))
-        self.log = workdir / "prometheus.log"
+        log = workdir / "prometheus.log"
         binary = shutil.which("prometheus")
         assert binary is not None
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
                 [binary, f"--config.file={config_path}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+                 f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
                 cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
             )
+        super().__init__("prometheus", proc, port, log)
         self._client = httpx.Client(base_url=self.url, timeout=10)
 
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
     def ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"prometheus exited with {self.proc.returncode}:\n{self.output()}")
-        try:
-            return self._client.get("/-/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return self.answers("/-/ready", self._client)
 
     def api(self, path: str, **params: Any) -> Any:
         """GET /api/v1/<path>; the `data` of a success, AssertionError with Prometheus's own error otherwise."""
@@ -314,9 +288,9 @@ class Prometheus:
         active = self.api("targets")["activeTargets"]
         return any(t["health"] == "up" for t in active)
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 10.0) -> None:
         self._client.close()
-        _stop(self.proc, 10)
+        super().stop(grace_s)
 
 
 def rules_for_test(shipped: Path, out: Path) -> Path:

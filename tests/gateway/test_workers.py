@@ -8,7 +8,6 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -20,37 +19,13 @@ from gateway.auth import hash_key
 from simulator import BackgroundSimulator
 from tests.gateway.conftest import SimFactory
 from tests.gateway.helpers import HELLO, auth, metric, sse_lines, wait_until
-from tests.support import CLIENT_KEY, cutover_command, free_port
+from tests.support import CLIENT_KEY, ServerProcess, cutover_command, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@dataclass
-class Served:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def root_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stderr(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
-
-def _healthy(served: Served) -> bool:
-    if served.proc.poll() is not None:
-        raise AssertionError(f"cutover serve exited with {served.proc.returncode}:\n{served.stderr()}")
-    try:
-        return httpx.get(f"{served.root_url}/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @contextmanager
-def cutover_serve(tmp_path: Path, sim: BackgroundSimulator, *, workers: int) -> Iterator[Served]:
+def cutover_serve(tmp_path: Path, sim: BackgroundSimulator, *, workers: int) -> Iterator[ServerProcess]:
     config = {
         "server": {"request_log": False, "shutdown_grace_s": 20},
         "auth": {"keys": [{"name": "test", "hash": hash_key(CLIENT_KEY)}]},
@@ -71,19 +46,13 @@ def cutover_serve(tmp_path: Path, sim: BackgroundSimulator, *, workers: int) -> 
              "--quiet"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
         )
-    served = Served(proc, port, log)
+    served = ServerProcess("cutover serve", proc, port, log)
     try:
         # Spawning workers imports the whole app in each; slow on a busy machine.
-        wait_until(lambda: _healthy(served), timeout=60, what="cutover serve to answer /healthz")
+        wait_until(lambda: served.answers("/healthz"), timeout=60, what="cutover serve to answer /healthz")
         yield served
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        served.stop(grace_s=30)
 
 
 def _worker_pids(parent: int) -> list[int]:
@@ -103,7 +72,7 @@ def _worker_pids(parent: int) -> list[int]:
     return pids
 
 
-def _scrape_fresh(served: Served) -> str:
+def _scrape_fresh(served: ServerProcess) -> str:
     # A new connection per scrape, so successive scrapes can land on different workers.
     with httpx.Client(timeout=10) as client:
         response = client.get(f"{served.root_url}/metrics", headers={"Connection": "close"})

@@ -4,15 +4,12 @@ new gateway process resumes it without paying again for the tasks that had finis
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 import redis
@@ -37,42 +34,12 @@ from tests.planner.conftest import (
     user_text,
 )
 from tests.store.redis_server import RedisServer
-from tests.support import CLIENT_KEY, cutover_command, free_port
+from tests.support import CLIENT_KEY, ServerProcess, cutover_command, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "crash-resume-1"
 FAST = ("f1", "f2", "f3")
 TASKS = [task("f1"), task("f2"), task("f3"), task("slow", tier="strong"), task("after", ["f1", "slow"])]
-
-
-@dataclass
-class Gateway:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"cutover serve exited with {self.proc.returncode}:\n"
-                                 f"{self.log.read_text(errors='replace')[-4000:]}")
-        try:
-            return httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
 
 
 @pytest.fixture
@@ -122,9 +89,9 @@ def serve(tmp_path: Path, redis_url: str, sims: dict[str, BackgroundSimulator]) 
     path.write_text(yaml.safe_dump(config))
     env = dict(os.environ)
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    running: list[Gateway] = []
+    running: list[ServerProcess] = []
 
-    def start(name: str) -> Gateway:
+    def start(name: str) -> ServerProcess:
         port = free_port()
         log = tmp_path / f"{name}.stderr"
         with log.open("wb") as err:
@@ -132,9 +99,9 @@ def serve(tmp_path: Path, redis_url: str, sims: dict[str, BackgroundSimulator]) 
                 [*cutover_command(), "serve", "--config", str(path), "--port", str(port), "--quiet"],
                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
             )
-        gateway = Gateway(proc, port, log)
+        gateway = ServerProcess(name, proc, port, log)
         running.append(gateway)
-        wait_until(gateway.healthy, timeout=60, what=f"{name} to answer /healthz")
+        wait_until(lambda: gateway.answers("/healthz"), timeout=60, what=f"{name} to answer /healthz")
         return gateway
 
     yield start
@@ -142,11 +109,11 @@ def serve(tmp_path: Path, redis_url: str, sims: dict[str, BackgroundSimulator]) 
         gateway.stop()
 
 
-def _client(gateway: Gateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=60)
+def _client(gateway: ServerProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway.root_url}/v1", api_key=CLIENT_KEY, max_retries=0, timeout=60)
 
 
-def _ask(gateway: Gateway) -> Any:
+def _ask(gateway: ServerProcess) -> Any:
     with _client(gateway) as client:
         return client.chat.completions.create(
             model=META, messages=[{"role": "user", "content": GOAL}], extra_headers={"Idempotency-Key": KEY},

@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.auth import hash_key
 from routing.split import bucket_of
 from simulator import BackgroundSimulator
-from tests.support import CLIENT_KEY, cutover_command, free_port
+from tests.support import CLIENT_KEY, ServerProcess, cutover_command, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "sk-test-admin-replicas"
@@ -145,46 +145,16 @@ def candidate_users(weight_percent: float, count: int, prefix: str = "probe") ->
 # -- gateway processes ------------------------------------------------------------------------
 
 
-@dataclass
-class Replica:
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def root_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stderr(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
+class Replica(ServerProcess):
     def kill(self) -> None:
         """SIGKILL: no shutdown, no last sync, the lease is left to expire."""
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
 
 
 def _healthy(replica: Replica) -> bool:
-    if not replica.alive():
-        raise AssertionError(f"{replica.name} exited with {replica.proc.returncode}:\n{replica.stderr()}")
-    try:
-        return http().get(f"{replica.root_url}/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return replica.answers("/healthz", http())
 
 
 def start_replicas(
@@ -222,7 +192,7 @@ def stop_all(replicas: Sequence[Replica]) -> None:
         if replica.alive():
             replica.proc.send_signal(signal.SIGTERM)
     for replica in replicas:
-        replica.stop()
+        replica.stop(grace_s=15)
 
 
 # -- reading a replica ------------------------------------------------------------------------

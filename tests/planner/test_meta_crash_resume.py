@@ -33,7 +33,7 @@ from tests.planner.conftest import (
     task,
     user_text,
 )
-from tests.store.redis_server import RedisServer
+from tests.store.redis_server import started_redis
 from tests.support import CLIENT_KEY, ServerProcess, cutover_command, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,11 +44,7 @@ TASKS = [task("f1"), task("f2"), task("f3"), task("slow", tier="strong"), task("
 
 @pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
-    if not RedisServer.available():
-        pytest.skip("redis-server is not installed")
-    workdir = tmp_path / "redis"
-    workdir.mkdir()
-    server = RedisServer(workdir).start()
+    server = started_redis(tmp_path / "redis")
     yield server.url
     server.stop()
 

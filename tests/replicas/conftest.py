@@ -10,7 +10,7 @@ import pytest
 
 from simulator import BackgroundSimulator, SimulationSettings
 from tests.replicas.harness import Cluster, Running, start_replicas, stop_all, write_config
-from tests.store.redis_server import RedisServer
+from tests.store.redis_server import RedisServer, started_redis
 
 
 def _sim() -> BackgroundSimulator:
@@ -30,22 +30,14 @@ def sims() -> Iterator[tuple[BackgroundSimulator, BackgroundSimulator]]:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    if not RedisServer.available():
-        pytest.skip("redis-server is not installed")
-    workdir = tmp_path / "redis"
-    workdir.mkdir()
-    server = RedisServer(workdir).start()
+    server = started_redis(tmp_path / "redis")
     yield server
     server.stop()
 
 
 @pytest.fixture
 def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    if not RedisServer.available():
-        pytest.skip("redis-server is not installed")
-    workdir = tmp_path / "redis-aof"
-    workdir.mkdir()
-    server = RedisServer(workdir, persistent=True).start()
+    server = started_redis(tmp_path / "redis-aof", persistent=True)
     yield server
     server.stop()
 

@@ -15,13 +15,11 @@ import pytest
 
 from store.base import StoreUnavailable
 from store.redis_store import RedisStore
-from tests.store.redis_server import RedisServer
+from tests.store.redis_server import RedisServer, started_redis
 
 
 async def test_concurrent_calls_succeed_once_redis_is_back(tmp_path: Path) -> None:
-    if not RedisServer.available():
-        pytest.skip("redis-server is not installed")
-    first = RedisServer(tmp_path).start()
+    first = started_redis(tmp_path)
     store = RedisStore(first.url, timeout_s=1.0)
     second: RedisServer | None = None
     try:

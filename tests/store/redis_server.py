@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support import free_port
 
 
@@ -56,3 +58,11 @@ class RedisServer:
 
     def stop(self) -> None:
         self.kill()
+
+
+def started_redis(workdir: Path, *, persistent: bool = False) -> RedisServer:
+    """A redis-server running in `workdir` (created if need be); skips the test where none is installed."""
+    if not RedisServer.available():
+        pytest.skip("redis-server is not installed")
+    workdir.mkdir(parents=True, exist_ok=True)
+    return RedisServer(workdir, persistent=persistent).start()

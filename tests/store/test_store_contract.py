@@ -13,14 +13,12 @@ from store.base import Store, StoredMigration, StoreUnavailable
 from store.memory import MemoryStore
 from store.redis_store import RedisStore
 from store.sqlite import SQLiteStore
-from tests.store.redis_server import RedisServer
+from tests.store.redis_server import started_redis
 
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    if not RedisServer.available():
-        pytest.skip("redis-server is not installed")
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    server = started_redis(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
 
@@ -119,9 +117,7 @@ async def test_expired_lease_is_taken_over() -> None:
 
 
 async def test_redis_down_raises_store_unavailable(tmp_path: Path) -> None:
-    if not RedisServer.available():
-        pytest.skip("redis-server is not installed")
-    server = RedisServer(tmp_path).start()
+    server = started_redis(tmp_path)
     store = RedisStore(server.url, timeout_s=0.5)
     assert await store.ping()
     server.kill()

@@ -11,18 +11,13 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
-from routing.migration_plan import MigrationSpec
+from config.base import NonNegFloat, PosFloat, Strict, Target
+from config.migration import MigrationSpec
 from simulator.behaviour import SimulationSettings
 
-NonNegFloat = Annotated[float, Field(ge=0)]
-PosFloat = Annotated[float, Field(gt=0)]
 Price = Annotated[Decimal, Field(ge=0)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Timeouts(Strict):
@@ -49,11 +44,6 @@ class ProviderConfig(Strict):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
-
-
-class Target(Strict):
-    provider: str
-    model: str
 
 
 class ModelRoute(Strict):

@@ -22,7 +22,7 @@ PER_MIN = "opm"
 COUNT = "short"
 TOKENS_PER_S = "suffix: tok/s"
 
-# The migration gates' defaults (routing/migration_plan.py GateThresholds), drawn as threshold lines.
+# The migration gates' defaults (config/migration.py GateThresholds), drawn as threshold lines.
 GATE_ERROR_RATE = 0.02
 GATE_P99_S = 0.8
 

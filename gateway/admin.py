@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from config.migration import MigrationSpec
 from gateway.auth import KeyRing
 from gateway.errors import (
     AuthenticationFailed,
@@ -24,9 +25,7 @@ from gateway.errors import (
 )
 from gateway.http import JSONBytes
 from gateway.state import GatewayState
-from migration.service import MigrationError
-from routing.migration_plan import MigrationSpec
-from routing.rollout import (
+from migration.rollout import (
     Abort,
     MigrationState,
     Pause,
@@ -38,6 +37,7 @@ from routing.rollout import (
     SetWeight,
     Start,
 )
+from migration.service import MigrationError
 from store.base import StoredMigration, StoreUnavailable
 
 

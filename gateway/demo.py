@@ -28,10 +28,10 @@ import aiohttp
 import uvicorn
 
 from config.loader import parse_config
+from config.migration import MigrationSpec
 from gateway.app import CutoverApp, create_app
 from gateway.demo_view import render, summarise_audit
 from providers.simulated import SimulatedProvider
-from routing.migration_plan import MigrationSpec
 from simulator import SimulationSettings
 
 KEY = "sk-cutover-demo"

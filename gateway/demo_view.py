@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from routing.window import ArmWindow, StepWindow
+from migration.window import ArmWindow, StepWindow
 
 
 def _bar(fraction: float, width: int = 30) -> str:

@@ -43,13 +43,13 @@ from gateway.requests import (
 )
 from gateway.sse import cost_comment, finish, relay
 from gateway.state import GatewayState
+from metering.pricing import ZERO, Usage, format_usd, usage_from_openai
 from migration.accounting import account_primary
+from migration.compare import AnswerSummary, summarise_completion, summarise_stream
 from migration.runtime import Decision
 from migration.shadow import ShadowPair, to_micros
 from planner.wiring import is_meta_provider
 from providers.base import ProviderError, UpstreamReply
-from providers.pricing import ZERO, Usage, format_usd, usage_from_openai
-from routing.compare import AnswerSummary, summarise_completion, summarise_stream
 from routing.context import fit_oldest_first, may_overflow
 from routing.table import Route, TargetRef
 from telemetry.logs import log_request

@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 
 from gateway.http import Headers, Receive, Send
+from metering.pricing import format_usd
 from providers.base import ProviderError, UpstreamStream
-from providers.pricing import format_usd
 from providers.sse_parser import has_usage_object
 
 DONE = b"[DONE]"

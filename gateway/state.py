@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from config.schema import GatewayConfig
 from gateway.auth import KeyRing
 from gateway.dispatch import Dispatcher
+from metering.pricing import PriceBook
+from metering.tokens import TokenCounter
 from migration.wiring import Migrations, build_migrations
 from planner.wiring import INTERNAL_KEY_NAME, MetaModels, provider_name
-from providers.pricing import PriceBook
 from providers.registry import ProviderRegistry
-from providers.tokens import TokenCounter
 from routing.breaker import CircuitBreakers
 from routing.table import RouteTable
 from store.base import Store

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from migration.compare import AnswerSummary
 from migration.runtime import Decision, MigrationRuntime
 from migration.shadow import ShadowPair, arm_outcome
 from providers.base import ProviderError, UpstreamStatusError
-from routing.compare import AnswerSummary
 from routing.table import TargetRef
 from telemetry.metrics import Metrics, status_class
 

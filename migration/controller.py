@@ -16,9 +16,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from migration.rollout import expects_tick
 from migration.runtime import MigrationRuntime
 from migration.service import MigrationError, MigrationService
-from routing.rollout import expects_tick
 from store.base import StoreUnavailable
 from telemetry.metrics import Metrics
 

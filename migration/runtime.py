@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from routing.compare import request_tool_names
-from routing.migration_plan import MigrationSpec
-from routing.rollout import MigrationState
-from routing.split import choose_arm, names_excluded_tool, should_shadow, sticky_key
+from config.migration import MigrationSpec
+from migration.compare import request_tool_names
+from migration.rollout import MigrationState
+from migration.split import choose_arm, names_excluded_tool, should_shadow, sticky_key
+from migration.window import ArmWindow, Outcome, StepWindow, merge, merge_steps
 from routing.table import Route, TargetRef
-from routing.window import ArmWindow, Outcome, StepWindow, merge, merge_steps
 from store.base import Store, StoreUnavailable
 from telemetry.metrics import Metrics
 

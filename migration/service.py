@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from config.migration import MigrationSpec
+from migration.gates import Verdict, evaluate
+from migration.rollout import Event, MigrationState, RecordAudit, RejectedEvent, Start, StopShadow, Tick, transition
 from migration.runtime import MigrationRuntime, is_running
-from routing.gates import Verdict, evaluate
-from routing.migration_plan import MigrationSpec
-from routing.rollout import Event, MigrationState, RecordAudit, RejectedEvent, Start, StopShadow, Tick, transition
 from store.base import Store, StoredMigration
 from telemetry.metrics import Metrics
 

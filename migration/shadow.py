@@ -4,7 +4,7 @@ A copy gets a deep-copied request with the shadow target's model and the stream
 flag kept (so its time to first token is real), one attempt with its own timeout,
 and a slot in a bounded per-migration pool: when the pool is full the copy is
 dropped and counted, never queued. Its answer never reaches the client. When both
-sides are done the pair is compared (routing.compare), the shadow arm's outcome
+sides are done the pair is compared (migration.compare), the shadow arm's outcome
 and the paired cost delta go into the step's window, and its spend goes on the
 shadow ledger (arm="shadow" in the metrics), apart from client spend.
 """
@@ -21,14 +21,14 @@ from typing import Any
 
 import orjson
 
+from metering.pricing import PriceBook, Usage, usage_from_openai
+from metering.tokens import TokenCounter
+from migration.compare import AnswerSummary, compare, summarise_completion, summarise_stream, wants_json
 from migration.runtime import Decision, MigrationRuntime
+from migration.window import Outcome
 from providers.base import Provider, ProviderError, UpstreamRequest, UpstreamStatusError, UpstreamTimeout
-from providers.pricing import PriceBook, Usage, usage_from_openai
 from providers.sse_parser import has_usage_object
-from providers.tokens import TokenCounter
-from routing.compare import AnswerSummary, compare, summarise_completion, summarise_stream, wants_json
 from routing.table import TargetRef
-from routing.window import Outcome
 from telemetry.metrics import Metrics, status_class
 
 _log = logging.getLogger("cutover.migration")

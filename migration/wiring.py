@@ -9,15 +9,15 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from config.migration import MigrationSpec
 from config.schema import GatewayConfig, StoreConfig
+from metering.pricing import PriceBook
+from metering.tokens import TokenCounter
 from migration.controller import Controller
 from migration.runtime import MigrationRuntime
 from migration.service import MigrationService
 from migration.shadow import ShadowRunner
 from providers.base import Provider
-from providers.pricing import PriceBook
-from providers.tokens import TokenCounter
-from routing.migration_plan import MigrationSpec
 from store.base import Store, StoreUnavailable
 from store.memory import MemoryStore
 from store.redis_store import RedisStore

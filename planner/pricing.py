@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from decimal import ROUND_FLOOR, Decimal
 
-from providers.pricing import PriceBook
+from metering.pricing import PriceBook
 
 _MILLION = Decimal(1_000_000)
 ZERO = Decimal(0)

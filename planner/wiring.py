@@ -8,11 +8,11 @@ from decimal import Decimal
 from typing import Any
 
 from config.schema import GatewayConfig
+from metering.pricing import PriceBook, Usage
 from planner.internal import InternalCaller
 from planner.meta_model import MetaModel
 from planner.pricing import RateCeiling
 from planner.runs import Runs
-from providers.pricing import PriceBook, Usage
 from telemetry.metrics import Metrics
 
 ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]

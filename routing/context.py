@@ -13,7 +13,7 @@ from typing import Any
 
 Message = dict[str, Any]
 
-# Per-request framing tokens added on top of the messages (see providers.tokens).
+# Per-request framing tokens added on top of the messages (see metering.tokens).
 _FRAMING = 3
 
 

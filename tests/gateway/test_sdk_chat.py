@@ -13,7 +13,7 @@ import openai
 import pytest
 import tiktoken
 
-from providers.tokens import TokenCounter
+from metering.tokens import TokenCounter
 from simulator import BackgroundSimulator
 from tests.gateway.conftest import GatewayFactory, SimFactory
 from tests.gateway.helpers import (

@@ -25,8 +25,8 @@ import httpx
 import openai
 
 from gateway.auth import hash_key
+from migration.rollout import MigrationState
 from migration.runtime import MigrationRuntime
-from routing.rollout import MigrationState
 from simulator import BackgroundSimulator, RecordedRequest
 from tests.gateway.helpers import scrape, sdk, wait_until
 from tests.support import BackgroundGateway

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from routing.split import choose_arm
+from migration.split import choose_arm
 from tests.gateway.helpers import assert_error, metric, route, wait_until
 from tests.migration.conftest import StackFactory
 from tests.migration.support import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from routing.split import choose_arm
+from migration.split import choose_arm
 from tests.migration.conftest import StackFactory
 from tests.migration.support import MIGRATION_ID, SALT, held_plan, migration_spec
 

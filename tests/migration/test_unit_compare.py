@@ -1,4 +1,4 @@
-"""routing.compare: how a primary answer and its shadow copy are summarised and compared."""
+"""migration.compare: how a primary answer and its shadow copy are summarised and compared."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from routing.compare import (
+from migration.compare import (
     AnswerSummary,
     compare,
     normalise,

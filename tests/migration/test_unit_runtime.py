@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
+from config.migration import MigrationSpec
+from migration.rollout import MigrationState, Resumable
 from migration.runtime import Decision, MigrationRuntime, step_key
-from routing.migration_plan import MigrationSpec
-from routing.rollout import MigrationState, Resumable
-from routing.split import choose_arm
+from migration.split import choose_arm
+from migration.window import ArmWindow, Outcome, StepWindow
 from routing.table import Route, TargetRef
-from routing.window import ArmWindow, Outcome, StepWindow
 from store.base import StoredMigration
 from store.memory import MemoryStore
 from telemetry.metrics import Metrics

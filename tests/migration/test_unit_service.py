@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
+from config.migration import MigrationSpec
+from migration.rollout import Pause, Promote, Resume, Rollback
 from migration.runtime import MigrationRuntime
 from migration.service import MigrationConflict, MigrationError, MigrationNotFound, MigrationService
-from routing.migration_plan import MigrationSpec
-from routing.rollout import Pause, Promote, Resume, Rollback
+from migration.window import Outcome
 from routing.table import Route, TargetRef
-from routing.window import Outcome
 from store.memory import MemoryStore
 from telemetry.metrics import Metrics
 from tests.migration.support import ALIAS, MIGRATION_ID, fast_plan, migration_spec

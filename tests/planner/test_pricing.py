@@ -5,9 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 from config.schema import ModelPrice
+from metering.pricing import PriceBook
 from planner.pricing import RateCeiling
 from planner.run import _NON_TEXT_PART_TOKENS, _prompt_token_bound
-from providers.pricing import PriceBook
 
 PRICES = PriceBook({
     "cheap/small": ModelPrice(input=Decimal("0.10"), output=Decimal("0.40")),

@@ -26,7 +26,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.auth import hash_key
-from routing.split import bucket_of
+from migration.split import bucket_of
 from simulator import BackgroundSimulator
 from tests.support import CLIENT_KEY, ServerProcess, cutover_command, free_port
 

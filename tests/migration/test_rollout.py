@@ -11,9 +11,9 @@ from statistics import NormalDist
 import pytest
 from pydantic import ValidationError
 
-from routing.gates import Verdict, evaluate
-from routing.migration_plan import GateThresholds, MigrationSpec, StepPlan
-from routing.rollout import (
+from config.migration import GateThresholds, MigrationSpec, StepPlan
+from migration.gates import Verdict, evaluate
+from migration.rollout import (
     Abort,
     Action,
     Event,
@@ -35,7 +35,7 @@ from routing.rollout import (
     expects_tick,
     transition,
 )
-from routing.window import ArmWindow, Histogram, Outcome, StepWindow, Sums, bucket_index, merge
+from migration.window import ArmWindow, Histogram, Outcome, StepWindow, Sums, bucket_index, merge
 
 PLAN = StepPlan(min_step_s=300, max_step_s=3000, min_samples=200, safety_window_s=600)
 GATES = GateThresholds()

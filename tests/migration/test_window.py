@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from routing.window import (
+from migration.window import (
     GROWTH,
     TOP_INDEX,
     ArmWindow,

@@ -8,10 +8,10 @@ import random
 
 import pytest
 
-from routing.gates import Verdict, decide, evaluate, quantile_lower_bound, wilson_bounds
-from routing.migration_plan import GateThresholds, StepPlan
-from routing.window import ArmWindow, Histogram, Outcome, StepWindow, relative_delta_ppm
-from routing.window import merge as merge_arms
+from config.migration import GateThresholds, StepPlan
+from migration.gates import Verdict, decide, evaluate, quantile_lower_bound, wilson_bounds
+from migration.window import ArmWindow, Histogram, Outcome, StepWindow, relative_delta_ppm
+from migration.window import merge as merge_arms
 
 PLAN = StepPlan(min_step_s=300, max_step_s=3000, min_samples=200)
 GATES = GateThresholds()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from routing.split import (
+from migration.split import (
     BUCKETS,
     bucket_of,
     choose_arm,
@@ -45,7 +45,7 @@ def test_golden_values_pin_the_scheme() -> None:
 
 def test_same_bucket_in_a_fresh_process_with_another_hash_seed() -> None:
     code = (
-        "from routing.split import bucket_of, shadow_bucket_of\n"
+        "from migration.split import bucket_of, shadow_bucket_of\n"
         f"keys = {KEYS[:200]!r}\n"
         f"print([bucket_of({SALT!r}, {MIGRATION!r}, k) for k in keys])\n"
         f"print([shadow_bucket_of({SALT!r}, {MIGRATION!r}, k) for k in keys])\n"

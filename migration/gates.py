@@ -36,8 +36,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from routing.migration_plan import GateThresholds, StepPlan
-from routing.window import PPM, Histogram, StepWindow, bucket_bounds
+from config.migration import GateThresholds, StepPlan
+from migration.window import PPM, Histogram, StepWindow, bucket_bounds
 
 Result = Literal["pass", "fail", "inconclusive"]
 GateResult = Literal["pass", "fail", "inconclusive", "skipped"]

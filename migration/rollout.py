@@ -44,8 +44,8 @@ from dataclasses import asdict, dataclass, replace
 from dataclasses import fields as dataclass_fields
 from typing import Any, Literal, get_args
 
-from routing.gates import Verdict
-from routing.migration_plan import BASIS_POINTS, StepPlan
+from config.migration import BASIS_POINTS, StepPlan
+from migration.gates import Verdict
 
 Phase = Literal["pending", "shadow", "canary", "promoted", "paused", "rolled_back", "aborted"]
 ActivePhase = Literal["shadow", "canary", "promoted"]

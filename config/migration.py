@@ -10,11 +10,10 @@ candidate target through a step plan:
 
 Each step is held for at least `min_step_s` and until both arms have `min_samples`
 requests; `GateThresholds` say what the candidate must not exceed. How the steps
-are driven lives in `routing.rollout`, how gates are judged in `routing.gates`.
+are driven lives in `migration.rollout`, how gates are judged in `migration.gates`.
 
-This module deliberately imports nothing from `config`: the gateway config is
-expected to embed `MigrationSpec`, and an import back would be circular.
-Every model forbids unknown keys and is frozen, like the rest of the config.
+It is part of the config file (`migrations:`) and of the admin API's create call,
+so it lives with the rest of the config; the migration core reads it.
 """
 
 from __future__ import annotations
@@ -22,10 +21,10 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-PosFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
+from config.base import NonNegFloat, PosFloat, Strict, Target
+
 Percent = Annotated[float, Field(ge=0, le=100)]
 OpenUnit = Annotated[float, Field(gt=0, lt=1)]
 
@@ -37,12 +36,8 @@ def percent_to_bp(percent: float) -> int:
     return round(percent * 100)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class GateThresholds(_Strict):
-    """Limits the candidate arm must stay under; see `routing.gates` for how each is judged."""
+class GateThresholds(Strict):
+    """Limits the candidate arm must stay under; see `migration.gates` for how each is judged."""
 
     # Judged by the Wilson lower bound, not the raw ratio; 429s are excluded.
     error_rate: OpenUnit = 0.02
@@ -59,7 +54,7 @@ class GateThresholds(_Strict):
     critical_min_requests: Annotated[int, Field(ge=1)] = 20
 
 
-class StepPlan(_Strict):
+class StepPlan(Strict):
     """How traffic moves, and how long each step must be watched."""
 
     # 0 skips the shadow phase and starts at the first canary weight.
@@ -102,7 +97,7 @@ class StepPlan(_Strict):
         return tuple(percent_to_bp(w) for w in self.weights)
 
 
-class StickyRule(_Strict):
+class StickyRule(Strict):
     """Where a request's sticky key comes from, and the salt its bucket is hashed with.
 
     Changing the salt reshuffles every client into new buckets.
@@ -112,7 +107,7 @@ class StickyRule(_Strict):
     salt: str
 
 
-class ShadowSettings(_Strict):
+class ShadowSettings(Strict):
     timeout_s: PosFloat = 30.0
     max_concurrency: Annotated[int, Field(ge=1)] = 16
     # Tools with side effects (send_email, charge_card): a request naming one is never
@@ -120,17 +115,12 @@ class ShadowSettings(_Strict):
     exclude_tools: list[str] = []
 
 
-class TargetSpec(_Strict):
-    provider: str = Field(min_length=1)
-    model: str = Field(min_length=1)
-
-
-class MigrationSpec(_Strict):
+class MigrationSpec(Strict):
     # Used in hashes, metric labels and audit records: keep it short and plain.
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     alias: str = Field(min_length=1)
-    baseline: TargetSpec
-    candidate: TargetSpec
+    baseline: Target
+    candidate: Target
     plan: StepPlan = StepPlan()
     gates: GateThresholds = GateThresholds()
     sticky: StickyRule

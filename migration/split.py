@@ -12,7 +12,7 @@ and different per migration, so the same clients are not always the first to try
 every new model. The shadow decision uses the same input under a different
 personalisation, which makes it independent of the split.
 
-How the pieces combine per request (see `routing.rollout` for `shadow_to`):
+How the pieces combine per request (see `migration.rollout` for `shadow_to`):
 
     arm = choose_arm(weight_bp, key, salt, migration_id, rng)
     if arm != shadow_to and not names_excluded_tool(tools, exclude)

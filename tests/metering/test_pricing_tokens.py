@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from config.schema import ModelPrice
-from providers.pricing import PriceBook, Usage, format_usd, usage_from_openai
-from providers.tokens import TokenCounter
+from metering.pricing import PriceBook, Usage, format_usd, usage_from_openai
+from metering.tokens import TokenCounter
 
 
 def price(**fields: Any) -> ModelPrice:

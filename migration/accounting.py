@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from migration.compare import AnswerSummary
 from migration.runtime import Decision, MigrationRuntime
-from migration.shadow import ShadowPair, arm_outcome
+from migration.shadow import ShadowPair, arm_sample
 from providers.base import ProviderError, UpstreamStatusError
 from routing.table import TargetRef
 from telemetry.metrics import Metrics, status_class
@@ -41,7 +41,7 @@ def account_primary(
         if ttft_s is not None:
             metrics.arm_ttft.labels(mid, decision.arm).observe(ttft_s)
         metrics.arm_cost.labels(mid, decision.arm).inc(cost_micros / 1_000_000)
-    outcome = arm_outcome(arm_status, latency_s, ttft_s, cost_micros)
+    outcome = arm_sample(arm_status, latency_s, ttft_s, cost_micros)
     if outcome is not None:
         runtime.record(decision, decision.arm, outcome)
     if shadow is not None:

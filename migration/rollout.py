@@ -42,14 +42,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from dataclasses import fields as dataclass_fields
-from typing import Any, Literal, get_args
+from typing import Any
 
 from config.migration import BASIS_POINTS, StepPlan
 from migration.gates import Verdict
-
-Phase = Literal["pending", "shadow", "canary", "promoted", "paused", "rolled_back", "aborted"]
-ActivePhase = Literal["shadow", "canary", "promoted"]
-ShadowTo = Literal["candidate", "baseline"]
+from migration.types import PHASES, Arm, Phase, StepPhase
 
 
 class RejectedEvent(Exception):
@@ -58,7 +55,7 @@ class RejectedEvent(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Resumable:
-    phase: ActivePhase
+    phase: StepPhase
     step_index: int
 
 
@@ -87,7 +84,7 @@ class MigrationState:
         return expects_tick(self)
 
     @property
-    def shadow_to(self) -> ShadowTo:
+    def shadow_to(self) -> Arm:
         """Which arm the shadow copies go to: the one not serving the copied requests."""
         phase = self.paused_from.phase if self.paused_from else self.phase
         return "candidate" if phase == "shadow" else "baseline"
@@ -101,7 +98,7 @@ class MigrationState:
         # states written by a newer version (which may add a field) without failing.
         known = {f.name for f in dataclass_fields(cls)}
         fields = {key: value for key, value in data.items() if key in known}
-        if fields["phase"] not in get_args(Phase):
+        if fields["phase"] not in PHASES:
             raise ValueError(f"unknown migration phase {fields['phase']!r}")
         if fields.get("paused_from") is not None:
             fields["paused_from"] = Resumable(**fields["paused_from"])
@@ -186,7 +183,7 @@ Event = Start | Tick | Pause | Resume | Promote | PromoteFully | Abort | Rollbac
 class SetWeights:
     candidate_weight_bp: int
     shadow_percent: float
-    shadow_to: ShadowTo
+    shadow_to: Arm
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,19 +16,18 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from config.migration import MigrationSpec
 from migration.compare import request_tool_names
 from migration.rollout import MigrationState
 from migration.split import choose_arm, names_excluded_tool, should_shadow, sticky_key
-from migration.window import ArmWindow, Outcome, StepWindow, merge, merge_steps
+from migration.types import PHASES, Arm
+from migration.window import ArmWindow, Sample, StepWindow, merge, merge_steps
 from routing.table import Route, TargetRef
 from store.base import Store, StoreUnavailable
 from telemetry.metrics import Metrics
 
-Arm = Literal["baseline", "candidate"]
-_PHASES = ("pending", "shadow", "canary", "promoted", "paused", "rolled_back", "aborted")
 _log = logging.getLogger("cutover.migration")
 
 
@@ -53,7 +52,7 @@ class _Live:
     candidate: TargetRef
     sticky_header: bytes
     # This process's outcomes: folded into `window` on every sync.
-    pending: dict[Arm, list[Outcome]] = field(default_factory=lambda: {"baseline": [], "candidate": []})
+    pending: dict[Arm, list[Sample]] = field(default_factory=lambda: {"baseline": [], "candidate": []})
     pending_pairs: list[tuple[int, int]] = field(default_factory=list)
     window: StepWindow | None = None
 
@@ -122,7 +121,7 @@ class MigrationRuntime:
             and live.state.shadow_percent > 0
         )
 
-    def record(self, decision: Decision, arm: Arm, outcome: Outcome) -> None:
+    def record(self, decision: Decision, arm: Arm, outcome: Sample) -> None:
         live = self._live.get(decision.migration_id)
         # Samples of a step that has ended since the decision belong to no window.
         if live is not None and live.state.step_started_at == decision.step_started_at:
@@ -182,7 +181,7 @@ class MigrationRuntime:
 
     def _export(self, migration_id: str, state: MigrationState) -> None:
         m = self._metrics
-        for phase in _PHASES:
+        for phase in PHASES:
             m.phase.labels(migration_id, phase).set(1 if phase == state.phase else 0)
         m.paused_by_gates.labels(migration_id).set(1 if state.phase == "paused" and state.paused_by == "gates" else 0)
         m.candidate_weight.labels(migration_id).set(state.candidate_weight_bp / 10_000)
@@ -258,5 +257,5 @@ def is_running(state: MigrationState) -> bool:
     return state.phase in ("shadow", "canary", "paused") or (state.phase == "promoted" and not state.settled)
 
 
-def _plus_all(arm: ArmWindow, outcomes: list[Outcome]) -> ArmWindow:
+def _plus_all(arm: ArmWindow, outcomes: list[Sample]) -> ArmWindow:
     return merge(arm, ArmWindow.of(outcomes))

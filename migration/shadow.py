@@ -25,7 +25,7 @@ from metering.pricing import PriceBook, Usage, usage_from_openai
 from metering.tokens import TokenCounter
 from migration.compare import AnswerSummary, compare, summarise_completion, summarise_stream, wants_json
 from migration.runtime import Decision, MigrationRuntime
-from migration.window import Outcome
+from migration.window import Sample
 from providers.base import Provider, ProviderError, UpstreamRequest, UpstreamStatusError, UpstreamTimeout
 from providers.sse_parser import has_usage_object
 from routing.table import TargetRef
@@ -38,15 +38,15 @@ def to_micros(cost: Decimal) -> int:
     return int((cost * 1_000_000).to_integral_value())
 
 
-def arm_outcome(status: int, latency_s: float, ttft_s: float | None, cost_micros: int) -> Outcome | None:
+def arm_sample(status: int, latency_s: float, ttft_s: float | None, cost_micros: int) -> Sample | None:
     """How a finished request counts for its arm; None when the client, not the provider, was at fault."""
     if status == 429:
-        return Outcome("rate_limited")
+        return Sample("rate_limited")
     if 200 <= status < 300:
-        return Outcome("ok", latency_s * 1000, None if ttft_s is None else ttft_s * 1000, cost_micros)
+        return Sample("ok", latency_s * 1000, None if ttft_s is None else ttft_s * 1000, cost_micros)
     if 400 <= status < 500 and status != 408:
         return None
-    return Outcome("error")
+    return Sample("error")
 
 
 class ShadowPair:
@@ -194,7 +194,7 @@ class ShadowRunner:
             if shadow.ttft_s is not None:
                 m.arm_ttft.labels(mid, "shadow").observe(shadow.ttft_s)
             m.arm_cost.labels(mid, "shadow").inc(shadow.cost_micros / 1_000_000)
-        outcome = arm_outcome(shadow.status, shadow.latency_s, shadow.ttft_s, shadow.cost_micros)
+        outcome = arm_sample(shadow.status, shadow.latency_s, shadow.ttft_s, shadow.cost_micros)
         if outcome is not None and decision.shadow_arm is not None:
             self._runtime.record(decision, decision.shadow_arm, outcome)
 

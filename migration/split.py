@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from typing import Literal
 
-Arm = Literal["baseline", "candidate"]
+from migration.types import Arm
 
 BUCKETS = 10_000
 _SPLIT = b"cutover-split"

@@ -21,7 +21,7 @@ counts from different processes line up. Sums of squares are the one thing that
 can outgrow a 64-bit JSON integer; `to_dict` writes them as decimal strings.
 
 All types are frozen; `plus` returns a new window. A hot path that wants to avoid
-per-request copies can buffer `Outcome`s and fold them in with `ArmWindow.of`.
+per-request copies can buffer `Sample`s and fold them in with `ArmWindow.of`.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
 
+from migration.types import Arm
+
 Kind = Literal["ok", "error", "rate_limited"]
-ArmName = Literal["baseline", "candidate"]
 
 GROWTH = 1.05
 MIN_MS = 1.0
@@ -123,7 +124,7 @@ class Histogram:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class Sample:
     """One finished request as an arm saw it."""
 
     kind: Kind
@@ -190,7 +191,7 @@ class ArmWindow:
     pairs: Sums = field(default_factory=Sums)
 
     @classmethod
-    def of(cls, outcomes: Iterable[Outcome], paired_deltas_ppm: Iterable[int] = ()) -> ArmWindow:
+    def of(cls, outcomes: Iterable[Sample], paired_deltas_ppm: Iterable[int] = ()) -> ArmWindow:
         requests = errors = rate_limited = 0
         latencies: list[float] = []
         ttfts: list[float] = []
@@ -219,7 +220,7 @@ class ArmWindow:
             pairs=Sums.of(paired_deltas_ppm),
         )
 
-    def plus(self, outcome: Outcome) -> ArmWindow:
+    def plus(self, outcome: Sample) -> ArmWindow:
         return merge(self, ArmWindow.of([outcome]))
 
     def plus_pair(self, candidate_micros: int, baseline_micros: int) -> ArmWindow:
@@ -281,17 +282,17 @@ class StepWindow:
     baseline: ArmWindow = field(default_factory=ArmWindow)
     candidate: ArmWindow = field(default_factory=ArmWindow)
 
-    def arm(self, name: ArmName) -> ArmWindow:
+    def arm(self, name: Arm) -> ArmWindow:
         return self.baseline if name == "baseline" else self.candidate
 
-    def plus(self, arm: ArmName, outcome: Outcome) -> StepWindow:
+    def plus(self, arm: Arm, outcome: Sample) -> StepWindow:
         return self.with_arm(arm, self.arm(arm).plus(outcome))
 
     def plus_pair(self, candidate_micros: int, baseline_micros: int) -> StepWindow:
         """A shadowed prompt answered by both arms; the delta is kept on the candidate arm."""
         return self.with_arm("candidate", self.candidate.plus_pair(candidate_micros, baseline_micros))
 
-    def with_arm(self, arm: ArmName, window: ArmWindow) -> StepWindow:
+    def with_arm(self, arm: Arm, window: ArmWindow) -> StepWindow:
         if arm == "baseline":
             return StepWindow(self.started_at, window, self.candidate)
         return StepWindow(self.started_at, self.baseline, window)

@@ -5,7 +5,7 @@ starting with ``[simulated]``) so it can never be mistaken for a real model.
 """
 
 from simulator.app import SimulatorServer, create_sim_app, run_simulator
-from simulator.behaviour import FAULT_KINDS, OK, OUTCOMES, SimulationSettings, decide_outcome
+from simulator.behaviour import FAULT_KINDS, OK, SCRIPT_STEPS, SimulationSettings, decide_outcome
 from simulator.state import STATE_KEY, RecordedRequest, SimulatorState
 from simulator.threaded import BackgroundSimulator
 from simulator.wire import estimate_prompt_tokens
@@ -13,7 +13,7 @@ from simulator.wire import estimate_prompt_tokens
 __all__ = [
     "FAULT_KINDS",
     "OK",
-    "OUTCOMES",
+    "SCRIPT_STEPS",
     "STATE_KEY",
     "BackgroundSimulator",
     "RecordedRequest",

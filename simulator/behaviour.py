@@ -20,7 +20,7 @@ FaultKind = Literal[
     "stream_break",
     "garbage",
 ]
-Outcome = Literal[
+ScriptStep = Literal[
     "ok",
     "rate_limit",
     "server_error",
@@ -32,7 +32,7 @@ Outcome = Literal[
 
 OK: Final = "ok"
 FAULT_KINDS: Final[tuple[FaultKind, ...]] = get_args(FaultKind)
-OUTCOMES: Final[tuple[str, ...]] = get_args(Outcome)
+SCRIPT_STEPS: Final[tuple[str, ...]] = get_args(ScriptStep)
 
 
 def _equal_fault_weights() -> dict[FaultKind, float]:
@@ -77,7 +77,7 @@ class SimulationSettings(BaseModel):
     retry_after_s: float = Field(default=1.0, ge=0)
     hang_s: float = Field(default=30.0, ge=0)
 
-    script: list[Outcome] = Field(default_factory=list)
+    script: list[ScriptStep] = Field(default_factory=list)
 
     report_usage: bool = True
     reply: str | None = None

@@ -39,7 +39,6 @@ BASELINE = {"provider": "legacy", "model": "old"}
 CANDIDATE = {"provider": "modern", "model": "new"}
 SALT = "migration-tests"
 HI = [{"role": "user", "content": "hi"}]
-PHASES = ("pending", "shadow", "canary", "promoted", "paused", "rolled_back", "aborted")
 
 
 def admin_section() -> dict[str, Any]:

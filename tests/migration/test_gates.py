@@ -10,7 +10,7 @@ import pytest
 
 from config.migration import GateThresholds, StepPlan
 from migration.gates import Verdict, decide, evaluate, quantile_lower_bound, wilson_bounds
-from migration.window import ArmWindow, Histogram, Outcome, StepWindow, relative_delta_ppm
+from migration.window import ArmWindow, Histogram, Sample, StepWindow, relative_delta_ppm
 from migration.window import merge as merge_arms
 
 PLAN = StepPlan(min_step_s=300, max_step_s=3000, min_samples=200)
@@ -30,8 +30,8 @@ def arm(
     rate_limited: int = 0,
 ) -> ArmWindow:
     """`ok` successes, of which `slow` take `slow_ms`; then errors and 429s."""
-    items = [Outcome("ok", slow_ms if i < slow else latency, ttft, cost) for i in range(ok)]
-    items += [Outcome("error")] * errors + [Outcome("rate_limited")] * rate_limited
+    items = [Sample("ok", slow_ms if i < slow else latency, ttft, cost) for i in range(ok)]
+    items += [Sample("error")] * errors + [Sample("rate_limited")] * rate_limited
     return ArmWindow.of(items)
 
 
@@ -177,7 +177,7 @@ def test_ttft_with_enough_samples() -> None:
 def noisy_costs(mean: int, n: int, seed: int = 1) -> ArmWindow:
     # The same seed gives both arms the same noise, scaled: the ratio of means is exact.
     rng = random.Random(seed)
-    return ArmWindow.of([Outcome("ok", 300.0, None, max(1, int(rng.gauss(mean, mean * 0.3)))) for _ in range(n)])
+    return ArmWindow.of([Sample("ok", 300.0, None, max(1, int(rng.gauss(mean, mean * 0.3)))) for _ in range(n)])
 
 
 @pytest.mark.parametrize(("candidate_mean", "result"), [(1000, "pass"), (1040, "pass"), (1400, "fail")])

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from migration.types import PHASES
 from tests.gateway.helpers import metric, wait_until
 from tests.migration.conftest import StackFactory
-from tests.migration.support import MIGRATION_ID, PHASES, Traffic, primaries, shadows
+from tests.migration.support import MIGRATION_ID, Traffic, primaries, shadows
 
 GATES = {"critical_error_ratio", "error_rate", "latency_p99", "ttft_p99", "cost"}
 GATE_FIELDS = {"samples_baseline", "samples_candidate", "estimate", "bound", "threshold", "result"}

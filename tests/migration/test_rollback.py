@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
+from migration.types import PHASES
 from simulator import SimulationSettings
 from tests.gateway.helpers import metric, wait_until
 from tests.migration.conftest import StackFactory
-from tests.migration.support import MIGRATION_ID, PHASES, Stack, Traffic, fast_plan, migration_spec, primaries
+from tests.migration.support import MIGRATION_ID, Stack, Traffic, fast_plan, migration_spec, primaries
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from migration.rollout import (
     expects_tick,
     transition,
 )
-from migration.window import ArmWindow, Histogram, Outcome, StepWindow, Sums, bucket_index, merge
+from migration.window import ArmWindow, Histogram, Sample, StepWindow, Sums, bucket_index, merge
 
 PLAN = StepPlan(min_step_s=300, max_step_s=3000, min_samples=200, safety_window_s=600)
 GATES = GateThresholds()
@@ -407,20 +407,20 @@ def test_specs_are_frozen() -> None:
 
 # Gates into the state machine -------------------------------------------------------
 
-SLOW = Outcome("ok", 1500.0, None, 1000)
-FAST = Outcome("ok", 300.0, None, 1000)
+SLOW = Sample("ok", 1500.0, None, 1000)
+FAST = Sample("ok", 300.0, None, 1000)
 
 
 @pytest.mark.parametrize(
     ("gate", "candidate"),
     [
-        ("error_rate", [FAST] * 370 + [Outcome("error")] * 30),
+        ("error_rate", [FAST] * 370 + [Sample("error")] * 30),
         ("latency_p99", [SLOW] * 40 + [FAST] * 360),
-        ("ttft_p99", [Outcome("ok", 300.0, 1900.0, 1000)] * 400),
-        ("cost", [Outcome("ok", 300.0, None, 1300)] * 400),
+        ("ttft_p99", [Sample("ok", 300.0, 1900.0, 1000)] * 400),
+        ("cost", [Sample("ok", 300.0, None, 1300)] * 400),
     ],
 )
-def test_each_gate_can_roll_back(gate: str, candidate: list[Outcome]) -> None:
+def test_each_gate_can_roll_back(gate: str, candidate: list[Sample]) -> None:
     state = canary(1)
     t = state.step_started_at or 0.0
     window = StepWindow(t, ArmWindow.of([FAST] * 400), ArmWindow.of(candidate))
@@ -437,7 +437,7 @@ def test_each_gate_can_roll_back(gate: str, candidate: list[Outcome]) -> None:
 def test_critical_guard_through_the_gates() -> None:
     state = canary(0)
     t = state.step_started_at or 0.0
-    window = StepWindow(t, ArmWindow.of([FAST] * 5), ArmWindow.of([Outcome("error")] * 20))
+    window = StepWindow(t, ArmWindow.of([FAST] * 5), ArmWindow.of([Sample("error")] * 20))
     state, _ = transition(state, Tick(evaluate(window, GATES, PLAN, t + 20), t + 20), PLAN)
     assert state.phase == "rolled_back"
     assert state.reason.startswith("rolled back at once: critical: candidate error ratio 1.000 (20/20)")

@@ -11,19 +11,20 @@ from config.migration import MigrationSpec
 from migration.rollout import MigrationState, Resumable
 from migration.runtime import Decision, MigrationRuntime, step_key
 from migration.split import choose_arm
-from migration.window import ArmWindow, Outcome, StepWindow
+from migration.types import PHASES
+from migration.window import ArmWindow, Sample, StepWindow
 from routing.table import Route, TargetRef
 from store.base import StoredMigration
 from store.memory import MemoryStore
 from telemetry.metrics import Metrics
-from tests.migration.support import ALIAS, MIGRATION_ID, PHASES, SALT, fast_plan, migration_spec
+from tests.migration.support import ALIAS, MIGRATION_ID, SALT, fast_plan, migration_spec
 
 BASE = TargetRef("legacy", "old")
 CAND = TargetRef("modern", "new")
 BACKUP = TargetRef("backup", "spare")
 ROUTE = Route(ALIAS, (BASE, BACKUP), "error")
 SPEC = MigrationSpec.model_validate(migration_spec(plan=fast_plan(), shadow={"exclude_tools": ["send_email"]}))
-OK = Outcome("ok", 10.0, None, 100)
+OK = Sample("ok", 10.0, None, 100)
 
 
 def _state(phase: str, weight_bp: int = 0, shadow: float = 0.0, started: float | None = 100.0, version: int = 1,
@@ -168,7 +169,7 @@ def test_outcomes_are_counted_for_their_step_only() -> None:
     assert decision is not None
     for _ in range(3):
         runtime.record(decision, "baseline", OK)
-    runtime.record(decision, "candidate", Outcome("error"))
+    runtime.record(decision, "candidate", Sample("error"))
     runtime.record_pair(decision, 150, 100)
     window = runtime.local_window(MIGRATION_ID)
     assert window is not None and window.started_at == 100.0
@@ -224,7 +225,7 @@ async def test_sync_pushes_windows_pulls_states_and_survives_a_store_outage() ->
     runtime.record(decision, "baseline", OK)
 
     # Another replica's window of the same step, already in the store.
-    theirs = StepWindow(100.0, ArmWindow.of([OK, OK]), ArmWindow.of([Outcome("error")]))
+    theirs = StepWindow(100.0, ArmWindow.of([OK, OK]), ArmWindow.of([Sample("error")]))
     await store.put_window(MIGRATION_ID, step_key(100.0), "replica-b", theirs.to_dict())
     newer = _state("canary", weight_bp=10_000, version=2, reason="from another replica")
     await store.create_migration(

@@ -11,7 +11,7 @@ from config.migration import MigrationSpec
 from migration.rollout import Pause, Promote, Resume, Rollback
 from migration.runtime import MigrationRuntime
 from migration.service import MigrationConflict, MigrationError, MigrationNotFound, MigrationService
-from migration.window import Outcome
+from migration.window import Sample
 from routing.table import Route, TargetRef
 from store.memory import MemoryStore
 from telemetry.metrics import Metrics
@@ -19,7 +19,7 @@ from tests.migration.support import ALIAS, MIGRATION_ID, fast_plan, migration_sp
 
 OTHER = "gpt-4-mini"
 ROUTE = Route(ALIAS, (TargetRef("legacy", "old"),), "error")
-OK = Outcome("ok", 10.0, None, 100)
+OK = Sample("ok", 10.0, None, 100)
 
 
 class Clock:
@@ -53,7 +53,7 @@ class World:
     async def phase(self, migration_id: str = MIGRATION_ID) -> str:
         return str((await self.service.get(migration_id)).state["phase"])
 
-    async def feed(self, baseline: list[Outcome], candidate: list[Outcome]) -> None:
+    async def feed(self, baseline: list[Sample], candidate: list[Sample]) -> None:
         """Outcomes of the current step through the runtime, pushed to the store as a sync would."""
         decision = self.runtime.decide(ROUTE, {"user": "u1"}, None, None)
         assert decision is not None
@@ -182,7 +182,7 @@ async def test_a_passing_tick_advances_and_audits_the_verdict_with_the_transitio
 async def test_a_critical_tick_rolls_back_at_once_and_stops_the_shadow() -> None:
     world = World()
     await world.service.create(_spec(), "alice", start=True)
-    await world.feed([OK] * 20, [Outcome("error")] * 20)
+    await world.feed([OK] * 20, [Sample("error")] * 20)
     world.clock.now = 1_001.0  # far from min_step_s: the guard does not wait
     verdict = await world.service.tick(MIGRATION_ID)
     assert verdict is not None and verdict.critical

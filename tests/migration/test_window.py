@@ -14,7 +14,7 @@ from migration.window import (
     TOP_INDEX,
     ArmWindow,
     Histogram,
-    Outcome,
+    Sample,
     StepWindow,
     Sums,
     bucket_bounds,
@@ -25,18 +25,18 @@ from migration.window import (
 )
 
 
-def outcomes(seed: int, n: int) -> list[Outcome]:
+def outcomes(seed: int, n: int) -> list[Sample]:
     rng = random.Random(seed)
-    result: list[Outcome] = []
+    result: list[Sample] = []
     for _ in range(n):
         roll = rng.random()
         if roll < 0.02:
-            result.append(Outcome("rate_limited"))
+            result.append(Sample("rate_limited"))
         elif roll < 0.05:
-            result.append(Outcome("error", latency_ms=30000.0))
+            result.append(Sample("error", latency_ms=30000.0))
         else:
             ttft = rng.lognormvariate(5, 0.4) if rng.random() < 0.5 else None
-            result.append(Outcome("ok", rng.lognormvariate(6, 0.5), ttft, rng.randrange(100, 5000)))
+            result.append(Sample("ok", rng.lognormvariate(6, 0.5), ttft, rng.randrange(100, 5000)))
     return result
 
 
@@ -77,10 +77,10 @@ def test_quantile_rank_is_exact_for_round_counts() -> None:
 def test_outcome_kinds_count_where_they_belong() -> None:
     window = ArmWindow.of(
         [
-            Outcome("ok", 100.0, 20.0, 1000),
-            Outcome("ok", 300.0, None, None),
-            Outcome("error", 30000.0, None, 50),
-            Outcome("rate_limited", 5.0),
+            Sample("ok", 100.0, 20.0, 1000),
+            Sample("ok", 300.0, None, None),
+            Sample("error", 30000.0, None, 50),
+            Sample("rate_limited", 5.0),
         ]
     )
     assert (window.requests, window.errors, window.rate_limited) == (3, 1, 1)
@@ -153,14 +153,14 @@ def test_foreign_histogram_scheme_is_refused() -> None:
 
 
 def test_inconsistent_counts_are_refused() -> None:
-    data = ArmWindow.of([Outcome("error")]).to_dict()
+    data = ArmWindow.of([Sample("error")]).to_dict()
     with pytest.raises(ValueError, match="inconsistent"):
         ArmWindow.from_dict({**data, "requests": 0})
 
 
 def test_step_windows_merge_only_within_a_step() -> None:
-    one = StepWindow(5.0).plus("baseline", Outcome("ok", 10.0))
-    two = StepWindow(5.0).plus("candidate", Outcome("error"))
+    one = StepWindow(5.0).plus("baseline", Sample("ok", 10.0))
+    two = StepWindow(5.0).plus("candidate", Sample("error"))
     merged = merge_steps(one, two)
     assert (merged.baseline.requests, merged.candidate.errors) == (1, 1)
     with pytest.raises(ValueError, match="different steps"):

@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.auth import hash_key
 from migration.split import bucket_of
+from migration.types import PHASES
 from simulator import BackgroundSimulator
 from tests.support import CLIENT_KEY, ServerProcess, cutover_command, free_port
 
@@ -39,7 +40,6 @@ BASELINE_MODEL = "old"
 CANDIDATE_MODEL = "new"
 SYNC_INTERVAL_S = 0.2
 LEASE_TTL_S = 1.5
-PHASES = ("pending", "shadow", "canary", "promoted", "paused", "rolled_back", "aborted")
 
 
 _local = threading.local()

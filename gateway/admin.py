@@ -24,7 +24,6 @@ from gateway.errors import (
     ServiceUnavailable,
 )
 from gateway.http import JSONBytes
-from gateway.state import GatewayState
 from migration.rollout import (
     Abort,
     MigrationState,
@@ -38,6 +37,8 @@ from migration.rollout import (
     Start,
 )
 from migration.service import MigrationError
+from migration.wiring import Migrations
+from routing.table import RouteTable
 from store.base import StoredMigration, StoreUnavailable
 
 
@@ -65,48 +66,6 @@ class KillSwitchBody(BaseModel):
     enabled: bool
 
 
-def _state(request: Request) -> GatewayState:
-    state: GatewayState = request.app.state.gateway
-    return state
-
-
-def admin_key(request: Request) -> str:
-    state = _state(request)
-    ring: KeyRing = state.admin_keys
-    if not ring.has_keys:
-        raise PermissionDenied("The admin API is disabled: configure admin.keys to enable it.")
-    presented = request.headers.get("authorization", "").encode() or None
-    try:
-        return ring.identify(presented)
-    except AuthenticationFailed:
-        try:
-            state.keys.identify(presented)
-        except AuthenticationFailed:
-            raise AuthenticationFailed("Incorrect admin key provided.") from None
-        raise PermissionDenied("Client keys cannot use the admin API; use an admin key.") from None
-
-
-router = APIRouter(prefix="/admin", dependencies=[Depends(admin_key)])
-
-
-def _describe(state: GatewayState, stored: StoredMigration) -> dict[str, Any]:
-    migration_state = MigrationState.from_dict(stored.state)
-    window = state.migration.runtime.local_window(stored.id)
-    return {
-        "id": stored.id,
-        "version": stored.version,
-        "spec": stored.spec,
-        "state": stored.state,
-        "auto_analysis": migration_state.auto_analysis,
-        "kill_switch": stored.spec.get("alias") in state.migration.runtime.kill_switches(),
-        "local_window": window.to_dict() if window is not None else None,
-    }
-
-
-def _answer(state: GatewayState, stored: StoredMigration, status: int = 200) -> JSONBytes:
-    return JSONBytes(_describe(state, stored), status_code=status, headers={"etag": f'"{stored.version}"'})
-
-
 def _to_gateway_error(exc: MigrationError | StoreUnavailable) -> GatewayError:
     if isinstance(exc, StoreUnavailable):
         return ServiceUnavailable("The migration store cannot be reached; retry shortly.", code="store_unavailable")
@@ -115,62 +74,6 @@ def _to_gateway_error(exc: MigrationError | StoreUnavailable) -> GatewayError:
     if exc.status == 409:
         return Conflict(str(exc), code=exc.code)
     return InvalidRequest(str(exc), code=exc.code)
-
-
-@router.get("/migrations")
-async def list_migrations(request: Request) -> JSONBytes:
-    state = _state(request)
-    try:
-        found = await state.migration.service.list()
-    except StoreUnavailable as exc:
-        raise _to_gateway_error(exc) from None
-    return JSONBytes({"object": "list", "data": [_describe(state, m) for m in found]})
-
-
-@router.post("/migrations")
-async def create_migration(request: Request, key: str = Depends(admin_key)) -> JSONBytes:
-    state = _state(request)
-    try:
-        raw = await request.json()
-    except ValueError:
-        raise InvalidRequest("The body must be a JSON migration spec.") from None
-    if not isinstance(raw, dict):
-        raise InvalidRequest("The body must be a JSON object.")
-    start = raw.pop("start", True)
-    try:
-        spec = MigrationSpec.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        raise InvalidRequest(f"Invalid migration spec: {first['msg']}", param=param) from None
-    try:
-        stored = await state.migration.service.create(spec, key, start=bool(start))
-    except (MigrationError, StoreUnavailable) as exc:
-        raise _to_gateway_error(exc) from None
-    state.migration.controller.wake()
-    return _answer(state, stored, 201)
-
-
-@router.get("/migrations/{migration_id}")
-async def get_migration(migration_id: str, request: Request) -> JSONBytes:
-    state = _state(request)
-    try:
-        stored = await state.migration.service.get(migration_id)
-        history = await state.migration.service.history(migration_id)
-    except (MigrationError, StoreUnavailable) as exc:
-        raise _to_gateway_error(exc) from None
-    answer = _describe(state, stored)
-    answer["last_verdicts"] = [e["verdict"] for e in history if e.get("kind") == "tick"][-5:]
-    return JSONBytes(answer, headers={"etag": f'"{stored.version}"'})
-
-
-@router.get("/migrations/{migration_id}/history")
-async def migration_history(migration_id: str, request: Request) -> JSONBytes:
-    try:
-        history = await _state(request).migration.service.history(migration_id)
-    except (MigrationError, StoreUnavailable) as exc:
-        raise _to_gateway_error(exc) from None
-    return JSONBytes({"object": "list", "id": migration_id, "data": history})
 
 
 def _event(action: str, body: ActionBody, actor: str) -> Any:
@@ -204,48 +107,132 @@ def _version(if_match: str | None) -> int:
         raise InvalidRequest("If-Match must be the migration's version, as given in its ETag.") from None
 
 
-@router.post("/migrations/{migration_id}/{action}")
-async def act(
-    migration_id: str,
-    action: str,
-    request: Request,
-    if_match: str | None = Header(default=None),
-    key: str = Depends(admin_key),
-) -> JSONBytes:
-    state = _state(request)
-    raw = await request.body()
-    try:
-        body = ActionBody.model_validate_json(raw) if raw.strip() else ActionBody()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise InvalidRequest(f"Invalid body: {first['msg']}", param=".".join(map(str, first["loc"])) or None) from None
-    make: Any = _event(action, body, key)
-    expected = _version(if_match)
-    try:
-        stored = await state.migration.service.act(migration_id, make, key, if_match=expected)
-    except (MigrationError, StoreUnavailable) as exc:
-        raise _to_gateway_error(exc) from None
-    state.migration.controller.wake()
-    return _answer(state, stored)
+def build_admin_router(
+    admin_keys: KeyRing, client_keys: KeyRing, migrations: Migrations, routes: RouteTable
+) -> APIRouter:
+    """Operators' routes; every one needs an admin key."""
 
+    def admin_key(request: Request) -> str:
+        if not admin_keys.has_keys:
+            raise PermissionDenied("The admin API is disabled: configure admin.keys to enable it.")
+        presented = request.headers.get("authorization", "").encode() or None
+        try:
+            return admin_keys.identify(presented)
+        except AuthenticationFailed:
+            try:
+                client_keys.identify(presented)
+            except AuthenticationFailed:
+                raise AuthenticationFailed("Incorrect admin key provided.") from None
+            raise PermissionDenied("Client keys cannot use the admin API; use an admin key.") from None
 
-@router.get("/kill-switches")
-async def kill_switches(request: Request) -> JSONBytes:
-    return JSONBytes({"aliases": sorted(_state(request).migration.runtime.kill_switches())})
+    def describe(stored: StoredMigration) -> dict[str, Any]:
+        migration_state = MigrationState.from_dict(stored.state)
+        window = migrations.live.local_window(stored.id)
+        return {
+            "id": stored.id,
+            "version": stored.version,
+            "spec": stored.spec,
+            "state": stored.state,
+            "auto_analysis": migration_state.auto_analysis,
+            "kill_switch": stored.spec.get("alias") in migrations.live.kill_switches(),
+            "local_window": window.to_dict() if window is not None else None,
+        }
 
+    def answer(stored: StoredMigration, status: int = 200) -> JSONBytes:
+        return JSONBytes(describe(stored), status_code=status, headers={"etag": f'"{stored.version}"'})
 
-@router.put("/aliases/{alias}/kill-switch")
-async def set_kill_switch(alias: str, body: KillSwitchBody, request: Request) -> JSONBytes:
-    state = _state(request)
-    if state.routes.get(alias) is None:
-        raise NotFound(f"No model alias '{alias[:200]}'.", code="model_not_found")
-    try:
-        await state.migration.store.set_kill_switch(alias, body.enabled)
-    except StoreUnavailable as exc:
-        raise _to_gateway_error(exc) from None
-    runtime = state.migration.runtime
-    current = set(runtime.kill_switches())
-    runtime.set_kill_switches(current | {alias} if body.enabled else current - {alias})
-    state.migration.controller.wake()
-    return JSONBytes({"alias": alias, "kill_switch": body.enabled})
+    router = APIRouter(prefix="/admin", dependencies=[Depends(admin_key)])
+    service = migrations.service
 
+    @router.get("/migrations")
+    async def list_migrations() -> JSONBytes:
+        try:
+            found = await service.list()
+        except StoreUnavailable as exc:
+            raise _to_gateway_error(exc) from None
+        return JSONBytes({"object": "list", "data": [describe(m) for m in found]})
+
+    @router.post("/migrations")
+    async def create_migration(request: Request, key: str = Depends(admin_key)) -> JSONBytes:
+        try:
+            raw = await request.json()
+        except ValueError:
+            raise InvalidRequest("The body must be a JSON migration spec.") from None
+        if not isinstance(raw, dict):
+            raise InvalidRequest("The body must be a JSON object.")
+        start = raw.pop("start", True)
+        try:
+            spec = MigrationSpec.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            param = ".".join(str(p) for p in first["loc"]) or None
+            raise InvalidRequest(f"Invalid migration spec: {first['msg']}", param=param) from None
+        try:
+            stored = await service.create(spec, key, start=bool(start))
+        except (MigrationError, StoreUnavailable) as exc:
+            raise _to_gateway_error(exc) from None
+        migrations.controller.wake()
+        return answer(stored, 201)
+
+    @router.get("/migrations/{migration_id}")
+    async def get_migration(migration_id: str) -> JSONBytes:
+        try:
+            stored = await service.get(migration_id)
+            history = await service.history(migration_id)
+        except (MigrationError, StoreUnavailable) as exc:
+            raise _to_gateway_error(exc) from None
+        described = describe(stored)
+        described["last_verdicts"] = [e["verdict"] for e in history if e.get("kind") == "tick"][-5:]
+        return JSONBytes(described, headers={"etag": f'"{stored.version}"'})
+
+    @router.get("/migrations/{migration_id}/history")
+    async def migration_history(migration_id: str) -> JSONBytes:
+        try:
+            history = await service.history(migration_id)
+        except (MigrationError, StoreUnavailable) as exc:
+            raise _to_gateway_error(exc) from None
+        return JSONBytes({"object": "list", "id": migration_id, "data": history})
+
+    @router.post("/migrations/{migration_id}/{action}")
+    async def act(
+        migration_id: str,
+        action: str,
+        request: Request,
+        if_match: str | None = Header(default=None),
+        key: str = Depends(admin_key),
+    ) -> JSONBytes:
+        raw = await request.body()
+        try:
+            body = ActionBody.model_validate_json(raw) if raw.strip() else ActionBody()
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise InvalidRequest(
+                f"Invalid body: {first['msg']}", param=".".join(map(str, first["loc"])) or None
+            ) from None
+        make: Any = _event(action, body, key)
+        expected = _version(if_match)
+        try:
+            stored = await service.act(migration_id, make, key, if_match=expected)
+        except (MigrationError, StoreUnavailable) as exc:
+            raise _to_gateway_error(exc) from None
+        migrations.controller.wake()
+        return answer(stored)
+
+    @router.get("/kill-switches")
+    async def kill_switches() -> JSONBytes:
+        return JSONBytes({"aliases": sorted(migrations.live.kill_switches())})
+
+    @router.put("/aliases/{alias}/kill-switch")
+    async def set_kill_switch(alias: str, body: KillSwitchBody) -> JSONBytes:
+        if routes.get(alias) is None:
+            raise NotFound(f"No model alias '{alias[:200]}'.", code="model_not_found")
+        try:
+            await migrations.store.set_kill_switch(alias, body.enabled)
+        except StoreUnavailable as exc:
+            raise _to_gateway_error(exc) from None
+        current = set(migrations.live.kill_switches())
+        migrations.live.set_kill_switches(current | {alias} if body.enabled else current - {alias})
+        migrations.controller.wake()
+        return JSONBytes({"alias": alias, "kill_switch": body.enabled})
+
+    return router

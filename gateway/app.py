@@ -1,7 +1,8 @@
-"""create_app: wiring only.
+"""The route table: which path is served by what, and the ASGI entry point.
 
-The two hot endpoints are raw ASGI handlers; every other path goes to a FastAPI
-app, which also owns the lifespan (starting and stopping provider pools).
+The proxy endpoints are raw ASGI pipelines, one per inbound dialect (gateway.pipeline);
+every other path goes to a FastAPI app, which also owns the lifespan (starting and
+stopping provider pools and the migration machinery).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from config.schema import GatewayConfig
-from gateway.admin import router as admin_router
-from gateway.api import router
+from gateway.admin import build_admin_router
+from gateway.api import build_api_router
+from gateway.dialects.chat import ChatCompletions
+from gateway.dialects.embeddings import Embeddings
 from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.http import JSONBytes, Message, Receive, Scope, Send, new_request_id, send_error
-from gateway.proxy import ProxyEndpoint
-from gateway.state import GatewayState
+from gateway.pipeline import Pipeline
+from gateway.wiring import Gateway
 from store.base import Store
 from telemetry.metrics import Metrics
 
@@ -31,24 +34,20 @@ def _error_response(error: GatewayError) -> JSONBytes:
     return JSONBytes(error.body(), status_code=error.status, headers=error.headers)
 
 
-def _build_fastapi(state: GatewayState) -> FastAPI:
+def _build_fastapi(gateway: Gateway) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await state.registry.start()
-        await state.migration.start()
-        state.ready = True
+        await gateway.start()
         try:
             yield
         finally:
-            state.ready = False
-            await state.migration.stop()
-            await state.registry.close()
-            await state.metas.close()
+            await gateway.stop()
 
     app = FastAPI(title="cutover", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.gateway = state
-    app.include_router(router)
-    app.include_router(admin_router)
+    app.include_router(build_api_router(
+        gateway.routes, gateway.keys, gateway.readiness, gateway.metrics.exposition, gateway.started_at
+    ))
+    app.include_router(build_admin_router(gateway.admin_keys, gateway.keys, gateway.migrations, gateway.routes))
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(_: Request, exc: GatewayError) -> JSONBytes:
@@ -79,12 +78,12 @@ def _build_fastapi(state: GatewayState) -> FastAPI:
 class CutoverApp:
     """The ASGI entry point."""
 
-    def __init__(self, state: GatewayState) -> None:
-        self.state = state
-        self.fastapi = _build_fastapi(state)
-        self._hot = {
-            "/v1/chat/completions": ProxyEndpoint(state, "chat"),
-            "/v1/embeddings": ProxyEndpoint(state, "embeddings"),
+    def __init__(self, gateway: Gateway) -> None:
+        self.parts = gateway
+        self.fastapi = _build_fastapi(gateway)
+        self._hot: dict[str, Pipeline] = {
+            "/v1/chat/completions": gateway.pipeline(ChatCompletions()),
+            "/v1/embeddings": gateway.pipeline(Embeddings()),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -117,7 +116,8 @@ def _with_request_id(send: Send) -> Send:
 
 
 def create_app(config: GatewayConfig, metrics: Metrics | None = None, store: Store | None = None) -> CutoverApp:
-    app = CutoverApp(GatewayState.build(config, metrics, store))
-    # Meta-models call models through this very app, in-process.
-    app.state.metas.bind(app, app.state.migration.runtime.arms_of)
+    gateway = Gateway.build(config, metrics, store)
+    app = CutoverApp(gateway)
+    # Meta-models call models through this very app, in-process, like any client.
+    gateway.metas.bind(app, gateway.migrations.live.arms_of)
     return app

@@ -136,15 +136,15 @@ async def _watch(
     app: CutoverApp, migration_id: str, done: Callable[[dict[str, Any]], bool], deadline_s: float,
     on_state: Callable[[dict[str, Any]], None], out: Any, traffic: Traffic, title: str,
 ) -> dict[str, Any]:
-    runtime = app.state.migration.runtime
-    store = app.state.migration.store
+    live = app.parts.migrations.live
+    store = app.parts.migrations.store
     started = time.monotonic()
     last_drawn = ""
     while True:
         stored = await store.get_migration(migration_id)
         assert stored is not None
         history = await store.audit(migration_id)
-        window = runtime.local_window(migration_id)
+        window = live.local_window(migration_id)
         frame = render(title, stored.state, window, history, PLAN, time.monotonic() - started, traffic.sent,
                        traffic.client_errors)
         if out.isatty():
@@ -173,7 +173,7 @@ async def run_demo(degrade: str, scenarios: set[int], out: Any = sys.stdout) -> 
             await asyncio.sleep(0.05)
         traffic = Traffic(f"http://127.0.0.1:{port}/v1", rate_per_s=90, concurrency=64)
         traffic.start()
-        service = app.state.migration.service
+        service = app.parts.migrations.service
         results: list[str] = []
         ok = True
         try:
@@ -185,7 +185,7 @@ async def run_demo(degrade: str, scenarios: set[int], out: Any = sys.stdout) -> 
                 )
                 ok &= final["phase"] == "promoted"
                 results.append(f"scenario 1: {final['phase']} ({final['reason']})")
-                results += summarise_audit(await app.state.migration.store.audit("demo-promote"))
+                results += summarise_audit(await app.parts.migrations.store.audit("demo-promote"))
             if 2 in scenarios:
                 await service.create(_spec_model("demo-rollback"), "demo-operator", start=True)
                 degraded_at: list[float] = []
@@ -202,7 +202,7 @@ async def run_demo(degrade: str, scenarios: set[int], out: Any = sys.stdout) -> 
                 ok &= final["phase"] == "rolled_back"
                 took = f"{time.monotonic() - degraded_at[0]:.1f} s after the degradation" if degraded_at else "early"
                 results.append(f"scenario 2: {final['phase']} {took} ({final['reason']})")
-                results += summarise_audit(await app.state.migration.store.audit("demo-rollback"))
+                results += summarise_audit(await app.parts.migrations.store.audit("demo-rollback"))
         finally:
             await traffic.stop()
             server.should_exit = True
@@ -217,7 +217,7 @@ def _spec_model(migration_id: str) -> MigrationSpec:
 
 
 def _set_candidate(app: CutoverApp, behaviour: dict[str, Any]) -> None:
-    provider = app.state.registry.providers["modern"]
+    provider = app.parts.registry.providers["modern"]
     assert isinstance(provider, SimulatedProvider)
     provider.server.set_settings(SimulationSettings.model_validate(behaviour))
 

@@ -1,9 +1,11 @@
-"""Relay an upstream event stream to the client, byte for byte, as events arrive.
+"""Relay: the upstream's answer goes back to the client in the client's dialect, with the gateway's headers.
 
-Only events that mention usage are parsed. The usage chunk the gateway asked for
-on the client's behalf is stripped unless the client asked for it too. A stream
-that breaks after its first byte reached the client ends with an SSE error frame
-and no `[DONE]`, so no client mistakes it for a complete answer.
+A non-streamed answer goes out in one response that carries its cost. A stream is
+relayed as events arrive (events that arrived in one upstream read go out in one
+write); only events that mention usage are parsed. It ends with an SSE comment
+carrying the cost and the dialect's end, or with the dialect's error frame when
+the upstream broke off after the first byte reached the client. Either way the
+answer is returned as an `Answer` for the request's record.
 """
 
 from __future__ import annotations
@@ -11,35 +13,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import orjson
-
-from gateway.http import Headers, Receive, Send
+from gateway.dialects.base import ClientRequest, InboundDialect
+from gateway.http import Headers, Receive, Send, send_response
+from metering.meter import Meter
 from metering.pricing import format_usd
-from providers.base import ProviderError, UpstreamStream
-from providers.sse_parser import has_usage_object
+from metering.usage import usage_chunk
+from providers.dispatch import AttemptRecord, Delivered
+from providers.errors import ProviderError
 
 DONE = b"[DONE]"
-_DONE_FRAME = b"data: [DONE]\n\n"
 
 
-@dataclass(slots=True)
-class RelayOutcome:
-    usage: dict[str, Any] | None = None
-    completed: bool = False
-    error: ProviderError | None = None
-    client_gone: bool = False
-    first_event_at: float | None = None
-    # Kept only so completion tokens can be estimated when the upstream sends no usage.
-    events: list[bytes] = field(default_factory=list)
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the client got."""
 
-
-def error_frame(message: str, code: str) -> bytes:
-    body = {"error": {"message": message, "type": "upstream_error", "param": None, "code": code}}
-    return b"data: " + orjson.dumps(body) + b"\n\n"
+    # 200, or 502 for a stream that broke after its 200 headers, or 499 when the client left.
+    status: int
+    # The answering attempt, with its usage and cost.
+    attempt: AttemptRecord
+    # From the request's arrival to the first event sent (streams).
+    ttft_s: float | None = None
+    error: str | None = None
+    stream_broke: bool = False
+    # The answer itself, kept only when a shadow copy is compared with it.
+    data: Mapping[str, Any] | None = None
+    events: Sequence[bytes] = ()
 
 
 def cost_comment(cost: Decimal, estimated: bool) -> bytes:
@@ -48,74 +52,109 @@ def cost_comment(cost: Decimal, estimated: bool) -> bytes:
     return b": x-cutover-cost-usd " + format_usd(cost).encode() + suffix + b"\n\n"
 
 
-async def _watch_disconnect(receive: Receive, stream: UpstreamStream, outcome: RelayOutcome) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            outcome.client_gone = True
-            stream.abort()
-            return
+def answer_headers(delivered: Delivered, started: float, base: Headers) -> Headers:
+    target = delivered.target
+    overhead_s = max(0.0, time.perf_counter() - started - delivered.waited_s)
+    out = [
+        *base,
+        (b"x-cutover-provider", target.provider.encode()),
+        (b"x-cutover-model", target.model.encode()),
+        (b"x-cutover-overhead-ms", f"{overhead_s * 1000:.3f}".encode()),
+    ]
+    if delivered.outbound.dropped_messages:
+        out.append((b"x-cutover-context-truncated", str(delivered.outbound.dropped_messages).encode()))
+    return out
 
 
-async def relay(
-    send: Send, receive: Receive, stream: UpstreamStream, headers: Headers, client_wants_usage: bool
-) -> RelayOutcome:
-    """Forward events until `[DONE]`; returns before the final frame so the caller can add cost.
+async def respond(
+    send: Send, dialect: InboundDialect, delivered: Delivered, started: float, base: Headers, keep: bool
+) -> Answer:
+    reply, attempt = delivered.reply, delivered.attempts[-1]
+    assert reply is not None and attempt.usage is not None and attempt.cost is not None
+    headers = answer_headers(delivered, started, base)
+    headers.append((b"x-cutover-cost-usd", format_usd(attempt.cost).encode()))
+    if attempt.usage.estimated:
+        headers.append((b"x-cutover-usage-estimated", b"true"))
+    await send_response(send, 200, dialect.answer_body(reply), headers)
+    return Answer(200, attempt, data=reply.data if keep else None)
 
-    Events that arrived in one upstream read go out in one write.
-    """
-    outcome = RelayOutcome()
+
+async def relay_stream(
+    send: Send, receive: Receive, dialect: InboundDialect, request: ClientRequest, delivered: Delivered,
+    meter: Meter, started: float, base: Headers, keep: bool,
+) -> Answer:
+    stream = delivered.stream
+    assert stream is not None
+    frames = dialect.stream_frames(request)
+    opened = time.perf_counter()
     await send({
         "type": "http.response.start",
         "status": 200,
-        "headers": [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
-                    *headers],
+        "headers": [(b"content-type", frames.content_type), (b"cache-control", b"no-cache"),
+                    *answer_headers(delivered, started, base)],
     })
-    watcher = asyncio.ensure_future(_watch_disconnect(receive, stream, outcome))
-    kept = outcome.events
+    gone = asyncio.Event()
+    watcher = asyncio.ensure_future(_watch_disconnect(receive, stream.abort, gone))
+    events: list[bytes] = []
+    reported: dict[str, Any] | None = None
+    completed = False
+    broke: ProviderError | None = None
+    first_event_at: float | None = None
     try:
         async for batch in stream.batches():
-            frames: list[bytes] = []
+            out: list[bytes] = []
             for event in batch:
                 if event == DONE:
-                    outcome.completed = True
+                    completed = True
                     break
-                if has_usage_object(event):
-                    try:
-                        chunk = orjson.loads(event)
-                    except orjson.JSONDecodeError:
-                        chunk = None
-                    if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
-                        outcome.usage = chunk["usage"]
-                        if not client_wants_usage and not chunk.get("choices"):
-                            continue
-                kept.append(event)
-                frames.append(b"data: " + event + b"\n\n")
-            if frames:
-                await send({"type": "http.response.body", "body": b"".join(frames), "more_body": True})
-                if outcome.first_event_at is None:
-                    outcome.first_event_at = time.perf_counter()
+                chunk = usage_chunk(event)
+                if chunk is not None:
+                    reported = chunk["usage"]
+                events.append(event)
+                frame = frames.event(event, chunk)
+                if frame is not None:
+                    out.append(frame)
+            if out:
+                await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+                if first_event_at is None:
+                    first_event_at = time.perf_counter()
     except ProviderError as exc:
-        if not outcome.client_gone:
-            outcome.error = exc
+        if not gone.is_set():
+            broke = exc
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await watcher
         await stream.aclose()
-    return outcome
+    ended = time.perf_counter()
+    target = delivered.target
+    known_cost = getattr(stream, "known_cost", None)
+    metered = meter.stream(target.provider, target.model, delivered.outbound.payload, reported, events, known_cost)
+    first = delivered.attempts[-1]
+    attempt = first.finished(
+        metered,
+        None if first_event_at is None else first.latency_s + (first_event_at - opened),
+        first.latency_s + (ended - opened),
+        None if broke is None else broke.kind,
+    )
+    ttft_s = None if first_event_at is None else first_event_at - started
+    if not gone.is_set():
+        trailer = cost_comment(metered.cost, metered.usage.estimated)
+        await send({"type": "http.response.body", "body": frames.end(trailer) if completed else frames.broken(),
+                    "more_body": False})
+    kept = events if keep else ()
+    if broke is not None:
+        # The client got 200 headers, then a broken stream: the record counts it as the failure it was.
+        return Answer(502, attempt, ttft_s, broke.kind, stream_broke=True, events=kept)
+    if gone.is_set():
+        return Answer(499, attempt, ttft_s, "client_disconnected", events=kept)
+    return Answer(200, attempt, ttft_s, events=kept)
 
 
-async def finish(send: Send, outcome: RelayOutcome, trailer: bytes) -> None:
-    if outcome.client_gone:
-        return
-    if outcome.completed:
-        await send({"type": "http.response.body", "body": trailer + _DONE_FRAME, "more_body": False})
-    else:
-        await send({
-            "type": "http.response.body",
-            "body": error_frame(
-                "The upstream stream broke before it finished; the answer above is incomplete.", "stream_broken"
-            ),
-            "more_body": False,
-        })
+async def _watch_disconnect(receive: Receive, abort: Callable[[], None], gone: asyncio.Event) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+            abort()
+            return

@@ -3,52 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, TypeGuard
 
 from config.schema import ModelPrice
+from metering.usage import Usage
 
 _MILLION = Decimal(1_000_000)
 ZERO = Decimal(0)
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    # True when the upstream reported nothing and the gateway counted with tiktoken.
-    estimated: bool = False
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.prompt_tokens + other.prompt_tokens,
-            self.completion_tokens + other.completion_tokens,
-            self.cached_tokens + other.cached_tokens,
-            self.estimated or other.estimated,
-        )
-
-
-def usage_from_openai(usage: Mapping[str, Any] | None) -> Usage | None:
-    """Read an OpenAI `usage` object; None when it is absent or unusable."""
-    if not isinstance(usage, Mapping):
-        return None
-    prompt = usage.get("prompt_tokens")
-    completion = usage.get("completion_tokens") or 0
-    if not _is_count(prompt) or not _is_count(completion):
-        return None
-    details = usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens", 0) if isinstance(details, Mapping) else 0
-    return Usage(prompt, completion, cached if _is_count(cached) else 0)
-
-
-def _is_count(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class PriceBook:
@@ -80,3 +41,8 @@ def format_usd(amount: Decimal) -> str:
     """Plain decimal notation (never '1E-7'), trailing zeros dropped."""
     text = format(amount.normalize(), "f")
     return text if text != "-0" else "0"
+
+
+def to_micros(cost: Decimal) -> int:
+    """Integer micro-dollars: how money is summed in migration windows, where floats would drift."""
+    return int((cost * 1_000_000).to_integral_value())

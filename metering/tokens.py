@@ -8,6 +8,7 @@ non-OpenAI models they are an estimate, which is how the gateway labels them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -80,7 +81,7 @@ class TokenCounter:
             total += self.count_text(orjson.dumps(message["tool_calls"]).decode())
         return total
 
-    def count_prompt(self, payload: dict[str, Any]) -> int:
+    def count_prompt(self, payload: Mapping[str, Any]) -> int:
         messages = payload.get("messages")
         total = _REPLY_PRIMING
         if isinstance(messages, list):

@@ -1,48 +1,102 @@
-"""How a finished client request counts for its migration arm."""
+"""How a finished client request counts for its migration arm, and what its shadow copy is compared with.
+
+The edge hands over its frozen record of the request (`FinishedRequest` is the
+part read here). The arm is judged on its own target: if the arm's target failed
+and a fallback answered the client, the arm still gets the failure; if the arm's
+target was skipped (its circuit open after failures), a fallback's success is
+not credited to it either, or a dead candidate would look healthy.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any, Protocol
 
-from migration.compare import AnswerSummary
-from migration.runtime import Decision, MigrationRuntime
-from migration.shadow import ShadowPair, arm_sample
-from providers.base import ProviderError, UpstreamStatusError
-from routing.table import TargetRef
-from telemetry.metrics import Metrics, status_class
+from metering.pricing import to_micros
+from metering.usage import Usage
+from migration.compare import AnswerSummary, summarise_completion, summarise_stream
+from migration.live import Decision, LiveMigrations
+from migration.shadow import ShadowPair
+from migration.window import Sample
+from providers.dispatch import AttemptRecord
+from providers.target import TargetRef
+from telemetry.metrics import status_class
+from telemetry.migration_metrics import MigrationMetrics
 
 
-def account_primary(
-    runtime: MigrationRuntime,
-    metrics: Metrics,
-    decision: Decision,
-    served_by: TargetRef | None,
-    arm_failure: ProviderError | None,
-    status: int,
-    latency_s: float,
-    ttft_s: float | None,
-    cost_micros: int,
-    shadow: ShadowPair | None,
-    summary: Callable[[], AnswerSummary],
-) -> None:
-    """The arm is judged on its own target: if it failed and a fallback answered the client,
-    the arm still gets the failure."""
-    arm_status = status
-    if served_by != decision.arm_target and arm_failure is not None:
-        arm_status = arm_failure.status if isinstance(arm_failure, UpstreamStatusError) else 502
-    elif served_by is not None and served_by != decision.arm_target:
-        # The arm's target was skipped (circuit open after its failures): a fallback's
-        # success must not be credited to the arm, or a dead candidate looks healthy.
-        arm_status = 503
-    mid = decision.migration_id
-    metrics.arm_requests.labels(mid, decision.arm, status_class(arm_status)).inc()
-    if 200 <= arm_status < 300:
-        metrics.arm_duration.labels(mid, decision.arm).observe(latency_s)
-        if ttft_s is not None:
-            metrics.arm_ttft.labels(mid, decision.arm).observe(ttft_s)
-        metrics.arm_cost.labels(mid, decision.arm).inc(cost_micros / 1_000_000)
-    outcome = arm_sample(arm_status, latency_s, ttft_s, cost_micros)
-    if outcome is not None:
-        runtime.record(decision, decision.arm, outcome)
-    if shadow is not None:
-        shadow.set_primary(summary())
+class FinishedRequest(Protocol):
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def served_by(self) -> TargetRef | None: ...
+
+    @property
+    def attempts(self) -> tuple[AttemptRecord, ...]: ...
+
+    @property
+    def latency_s(self) -> float: ...
+
+    @property
+    def ttft_s(self) -> float | None: ...
+
+    @property
+    def usage(self) -> Usage | None: ...
+
+    @property
+    def cost(self) -> Decimal: ...
+
+    @property
+    def stream(self) -> bool: ...
+
+    # The answer as the client got it; kept only when a shadow copy is compared with it.
+    @property
+    def answer_data(self) -> Mapping[str, Any] | None: ...
+
+    @property
+    def answer_events(self) -> Sequence[bytes]: ...
+
+
+def arm_status(decision: Decision, request: FinishedRequest) -> int:
+    served_by = request.served_by
+    if served_by == decision.arm_target:
+        return request.status
+    failures = [a for a in request.attempts if a.target == decision.arm_target and not a.ok]
+    if failures:
+        return failures[-1].status
+    if served_by is not None:
+        return 503  # skipped: the arm's circuit was open
+    return request.status
+
+
+def primary_summary(request: FinishedRequest) -> AnswerSummary:
+    usage = request.usage or Usage()
+    micros = to_micros(request.cost)
+    if request.stream:
+        return summarise_stream(request.answer_events, request.status, request.latency_s, request.ttft_s, micros,
+                                usage.prompt_tokens, usage.completion_tokens)
+    return summarise_completion(request.answer_data or {}, request.status, request.latency_s, micros,
+                                usage.prompt_tokens, usage.completion_tokens)
+
+
+class ArmAccounting:
+    def __init__(self, live: LiveMigrations, metrics: MigrationMetrics) -> None:
+        self._live = live
+        self._metrics = metrics
+
+    def account(self, decision: Decision, pair: ShadowPair | None, request: FinishedRequest) -> None:
+        status = arm_status(decision, request)
+        mid, arm, m = decision.migration_id, decision.arm, self._metrics
+        micros = to_micros(request.cost)
+        m.arm_requests.labels(mid, arm, status_class(status)).inc()
+        if 200 <= status < 300:
+            m.arm_duration.labels(mid, arm).observe(request.latency_s)
+            if request.ttft_s is not None:
+                m.arm_ttft.labels(mid, arm).observe(request.ttft_s)
+            m.arm_cost.labels(mid, arm).inc(micros / 1_000_000)
+        sample = Sample.of(status, request.latency_s, request.ttft_s, micros)
+        if sample is not None:
+            self._live.record(decision, arm, sample)
+        if pair is not None:
+            pair.set_primary(primary_summary(request))

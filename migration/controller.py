@@ -16,11 +16,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from migration.live import LiveMigrations
 from migration.rollout import expects_tick
-from migration.runtime import MigrationRuntime
 from migration.service import MigrationError, MigrationService
+from migration.sync import StoreSync
 from store.base import StoreUnavailable
-from telemetry.metrics import Metrics
+from telemetry.migration_metrics import MigrationMetrics
 
 LEASE = "controller"
 _log = logging.getLogger("cutover.migration")
@@ -30,14 +31,16 @@ class Controller:
     def __init__(
         self,
         service: MigrationService,
-        runtime: MigrationRuntime,
-        metrics: Metrics,
+        live: LiveMigrations,
+        sync: StoreSync,
+        metrics: MigrationMetrics,
         sync_interval_s: float,
         lease_ttl_s: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._service = service
-        self._runtime = runtime
+        self._live = live
+        self._sync = sync
         self._metrics = metrics
         self._sync_interval = sync_interval_s
         self._lease_ttl = lease_ttl_s
@@ -52,13 +55,13 @@ class Controller:
 
     async def step(self) -> None:
         """One round: sync, then analyse what is due if this process leads."""
-        if not await self._runtime.sync():
+        if not await self._sync.sync():
             self._set_leader(False)
             return
         if self.before_round is not None:
             await self.before_round()
         try:
-            leader = await self._runtime.store.acquire_lease(LEASE, self._runtime.replica, self._lease_ttl)
+            leader = await self._sync.store.acquire_lease(LEASE, self._sync.replica, self._lease_ttl)
         except StoreUnavailable:
             leader = False
         self._set_leader(leader)
@@ -68,13 +71,13 @@ class Controller:
     def _set_leader(self, leader: bool) -> None:
         if leader != self.leader:
             _log.info("controller lease " + ("taken" if leader else "lost"),
-                      extra={"fields": {"replica": self._runtime.replica}})
+                      extra={"fields": {"replica": self._sync.replica}})
         self.leader = leader
         self._metrics.controller_leader.set(1 if leader else 0)
 
     async def _analyse_due(self) -> None:
         now = self._clock()
-        for migration_id, (spec, state) in self._runtime.migrations().items():
+        for migration_id, (spec, state) in self._live.migrations().items():
             if not expects_tick(state) or state.step_started_at is None:
                 continue
             key = (migration_id, state.step_started_at)
@@ -121,5 +124,5 @@ class Controller:
         if self.leader:
             # Hand the analysis over now rather than after the lease expires.
             with contextlib.suppress(StoreUnavailable):
-                await self._runtime.store.release_lease(LEASE, self._runtime.replica)
+                await self._sync.store.release_lease(LEASE, self._sync.replica)
             self._set_leader(False)

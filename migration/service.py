@@ -17,10 +17,11 @@ from typing import Any
 
 from config.migration import MigrationSpec
 from migration.gates import Verdict, evaluate
+from migration.live import LiveMigrations, is_running
 from migration.rollout import Event, MigrationState, RecordAudit, RejectedEvent, Start, StopShadow, Tick, transition
-from migration.runtime import MigrationRuntime, is_running
+from migration.sync import StoreSync
 from store.base import Store, StoredMigration
-from telemetry.metrics import Metrics
+from telemetry.migration_metrics import MigrationMetrics
 
 
 class MigrationError(Exception):
@@ -78,15 +79,17 @@ class MigrationService:
     def __init__(
         self,
         store: Store,
-        runtime: MigrationRuntime,
-        metrics: Metrics,
+        live: LiveMigrations,
+        sync: StoreSync,
+        metrics: MigrationMetrics,
         known_aliases: Callable[[], Mapping[str, Any]],
         known_providers: Callable[[], Mapping[str, Any]],
         on_stop_shadow: Callable[[str], None] = lambda _id: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
-        self.runtime = runtime
+        self.live = live
+        self._sync = sync
         self._metrics = metrics
         self._aliases = known_aliases
         self._providers = known_providers
@@ -126,7 +129,7 @@ class MigrationService:
         stored = StoredMigration(spec.id, spec.model_dump(mode="json"), state.to_dict(), state.version)
         if not await self.store.create_migration(stored, [created]):
             raise MigrationConflict(f"migration '{spec.id}' exists already")
-        self.runtime.apply(spec, state)
+        self.live.apply(spec, state)
         if start:
             return await self.act(spec.id, lambda now: Start(now, actor=actor), actor, if_match=state.version)
         return stored
@@ -152,7 +155,7 @@ class MigrationService:
             )
             replaced = StoredMigration(spec.id, spec.model_dump(mode="json"), fresh.to_dict(), fresh.version)
             if await self.store.commit(replaced, stored.version, [entry]):
-                self.runtime.apply(spec, fresh)
+                self.live.apply(spec, fresh)
                 await self.act(spec.id, lambda t: Start(t, actor="config"), "config", if_match=fresh.version)
             return
         if stored_spec != spec:
@@ -165,7 +168,7 @@ class MigrationService:
             updated = StoredMigration(spec.id, spec.model_dump(mode="json"), bumped.to_dict(), bumped.version)
             if await self.store.commit(updated, stored.version, [entry]):
                 stored_spec, state = spec, bumped
-        self.runtime.apply(stored_spec, state)
+        self.live.apply(stored_spec, state)
 
     async def act(
         self, migration_id: str, make_event: Callable[[float], Event], actor: str, if_match: int | None
@@ -189,8 +192,8 @@ class MigrationService:
         stored = await self.get(migration_id)
         spec = MigrationSpec.model_validate(stored.spec)
         state = MigrationState.from_dict(stored.state)
-        self.runtime.apply(spec, state)
-        window = await self.runtime.pooled_window(migration_id)
+        self.live.apply(spec, state)
+        window = await self._sync.pooled_window(migration_id)
         if window is None:
             return None
         now = self._clock()
@@ -223,7 +226,7 @@ class MigrationService:
         updated = StoredMigration(stored.id, stored.spec, new.to_dict(), new.version)
         if not await self.store.commit(updated, stored.version, audit):
             raise MigrationConflict(f"migration '{stored.id}' changed meanwhile; re-read and retry")
-        self.runtime.apply(spec, new)
+        self.live.apply(spec, new)
         if any(isinstance(a, StopShadow) for a in actions):
             self._on_stop_shadow(stored.id)
         for record in (a for a in actions if isinstance(a, RecordAudit)):

@@ -1,12 +1,14 @@
 """Shadow copies: fire-and-forget, never on the primary's path.
 
 A copy gets a deep-copied request with the shadow target's model and the stream
-flag kept (so its time to first token is real), one attempt with its own timeout,
-and a slot in a bounded per-migration pool: when the pool is full the copy is
-dropped and counted, never queued. Its answer never reaches the client. When both
-sides are done the pair is compared (migration.compare), the shadow arm's outcome
-and the paired cost delta go into the step's window, and its spend goes on the
-shadow ledger (arm="shadow" in the metrics), apart from client spend.
+flag kept (so its time to first token is real), one attempt through the
+dispatcher (`SHADOW` policy: no retry, no fallback, the targets' health left
+alone) under its own timeout, and a slot in a bounded per-migration pool: when
+the pool is full the copy is dropped and counted, never queued. Its answer never
+reaches the client. When both sides are done the pair is compared
+(migration.compare), the shadow arm's sample and the paired cost delta go into
+the step's window, and its spend goes on the shadow ledger (arm="shadow" in the
+metrics), apart from client spend.
 """
 
 from __future__ import annotations
@@ -16,37 +18,21 @@ import copy
 import logging
 import time
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 
-import orjson
-
-from metering.pricing import PriceBook, Usage, usage_from_openai
-from metering.tokens import TokenCounter
+from metering.meter import Meter
+from metering.pricing import to_micros
+from metering.usage import usage_chunk
 from migration.compare import AnswerSummary, compare, summarise_completion, summarise_stream, wants_json
-from migration.runtime import Decision, MigrationRuntime
+from migration.live import Decision, LiveMigrations
 from migration.window import Sample
-from providers.base import Provider, ProviderError, UpstreamRequest, UpstreamStatusError, UpstreamTimeout
-from providers.sse_parser import has_usage_object
-from routing.table import TargetRef
-from telemetry.metrics import Metrics, status_class
+from providers.dispatch import SHADOW, Call, Delivered, Dispatcher, Outbound
+from providers.errors import ProviderError, status_of
+from providers.target import TargetRef
+from telemetry.metrics import status_class
+from telemetry.migration_metrics import MigrationMetrics
 
 _log = logging.getLogger("cutover.migration")
-
-
-def to_micros(cost: Decimal) -> int:
-    return int((cost * 1_000_000).to_integral_value())
-
-
-def arm_sample(status: int, latency_s: float, ttft_s: float | None, cost_micros: int) -> Sample | None:
-    """How a finished request counts for its arm; None when the client, not the provider, was at fault."""
-    if status == 429:
-        return Sample("rate_limited")
-    if 200 <= status < 300:
-        return Sample("ok", latency_s * 1000, None if ttft_s is None else ttft_s * 1000, cost_micros)
-    if 400 <= status < 500 and status != 408:
-        return None
-    return Sample("error")
 
 
 class ShadowPair:
@@ -68,17 +54,11 @@ class ShadowPair:
 
 class ShadowRunner:
     def __init__(
-        self,
-        providers: Mapping[str, Provider],
-        runtime: MigrationRuntime,
-        prices: PriceBook,
-        tokens: TokenCounter,
-        metrics: Metrics,
+        self, dispatcher: Dispatcher, meter: Meter, live: LiveMigrations, metrics: MigrationMetrics
     ) -> None:
-        self._providers = providers
-        self._runtime = runtime
-        self._prices = prices
-        self._tokens = tokens
+        self._dispatcher = dispatcher
+        self._meter = meter
+        self._live = live
         self._metrics = metrics
         self._tasks: dict[str, set[asyncio.Task[None]]] = {}
 
@@ -86,12 +66,12 @@ class ShadowRunner:
         return len(self._tasks.get(migration_id, ()))
 
     def launch(
-        self, decision: Decision, payload: Mapping[str, Any], stream: bool, path: str, request_id: str
+        self, decision: Decision, alias: str, payload: Mapping[str, Any], stream: bool, path: str, request_id: str
     ) -> ShadowPair | None:
         target = decision.shadow_target
-        if target is None or not self._runtime.shadow_allowed(decision):
+        if target is None or not self._live.shadow_allowed(decision):
             return None
-        settings = self._runtime.shadow_settings(decision.migration_id)
+        settings = self._live.shadow_settings(decision.migration_id)
         tasks = self._tasks.setdefault(decision.migration_id, set())
         if len(tasks) >= settings.max_concurrency:
             self._metrics.shadow_requests.labels(decision.migration_id, "dropped").inc()
@@ -100,9 +80,9 @@ class ShadowRunner:
         body["model"] = target.model
         if stream:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        request = UpstreamRequest(path=path, payload=body, stream=stream, request_id=request_id + "-shadow")
+        call = Call(alias, path, (Outbound(target, body),), stream, request_id + "-shadow")
         pair = ShadowPair()
-        task = asyncio.ensure_future(self._run(decision, request, pair, settings.timeout_s))
+        task = asyncio.ensure_future(self._run(decision, call, pair, settings.timeout_s))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         self._metrics.shadow_requests.labels(decision.migration_id, "sent").inc()
@@ -120,70 +100,70 @@ class ShadowRunner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _run(self, decision: Decision, request: UpstreamRequest, pair: ShadowPair, timeout_s: float) -> None:
+    async def _run(self, decision: Decision, call: Call, pair: ShadowPair, timeout_s: float) -> None:
         migration_id = decision.migration_id
         try:
-            shadow = await self._call(decision, request, timeout_s)
+            shadow = await self._call(decision, call, timeout_s)
             self._account(decision, shadow)
             primary = await pair.primary(timeout_s)
             if primary is None:
                 return
-            self._compare(decision, primary, shadow, wants_json(request.payload))
+            self._compare(decision, primary, shadow, wants_json(call.outbound[0].payload))
         except asyncio.CancelledError:
             self._metrics.shadow_requests.labels(migration_id, "cancelled").inc()
             raise
         except Exception:
             _log.exception("shadow copy failed unexpectedly", extra={"fields": {"migration": migration_id}})
 
-    async def _call(self, decision: Decision, request: UpstreamRequest, timeout_s: float) -> AnswerSummary:
-        target = decision.shadow_target
-        assert target is not None
-        provider = self._providers[target.provider]
+    async def _call(self, decision: Decision, call: Call, timeout_s: float) -> AnswerSummary:
         start = time.perf_counter()
         try:
             async with asyncio.timeout(timeout_s):
-                if request.stream:
-                    return await self._consume_stream(provider, request, start, target)
-                reply = await provider.send(request)
-        except ProviderError as exc:
+                result = await self._dispatcher.dispatch(call, SHADOW)
+                if not isinstance(result, Delivered):
+                    self._metrics.shadow_requests.labels(decision.migration_id, "failed").inc()
+                    status = result.attempts[-1].status if result.attempts else 503
+                    return AnswerSummary(status, time.perf_counter() - start)
+                if result.stream is not None:
+                    return await self._read_stream(result, start)
+        except ProviderError as exc:  # the stream broke while it was read
             self._metrics.shadow_requests.labels(decision.migration_id, "failed").inc()
-            status = exc.status if isinstance(exc, UpstreamStatusError) else 504 if isinstance(
-                exc, UpstreamTimeout) else 502
-            return AnswerSummary(status, time.perf_counter() - start)
+            return AnswerSummary(status_of(exc), time.perf_counter() - start)
         except TimeoutError:
             self._metrics.shadow_requests.labels(decision.migration_id, "failed").inc()
             return AnswerSummary(504, time.perf_counter() - start)
-        latency = time.perf_counter() - start
-        usage = usage_from_openai(reply.data.get("usage")) or Usage(
-            self._tokens.count_prompt(request.payload), 0, estimated=True
-        )
-        cost = to_micros(self._prices.cost(target.provider, target.model, usage))
-        return summarise_completion(reply.data, 200, latency, cost, usage.prompt_tokens, usage.completion_tokens)
+        assert result.reply is not None
+        [attempt] = result.attempts
+        usage = attempt.usage
+        assert usage is not None and attempt.cost is not None
+        return summarise_completion(result.reply.data, 200, time.perf_counter() - start, to_micros(attempt.cost),
+                                    usage.prompt_tokens, usage.completion_tokens)
 
-    async def _consume_stream(
-        self, provider: Provider, request: UpstreamRequest, start: float, target: TargetRef
-    ) -> AnswerSummary:
-        stream = await provider.open_stream(request)
+    async def _read_stream(self, delivered: Delivered, start: float) -> AnswerSummary:
+        stream = delivered.stream
+        assert stream is not None
         ttft: float | None = None
         events: list[bytes] = []
+        reported = None
         try:
             async for batch in stream.batches():
                 if ttft is None:
                     ttft = time.perf_counter() - start
-                events.extend(e for e in batch if e != b"[DONE]")
+                for event in batch:
+                    if event == b"[DONE]":
+                        continue
+                    events.append(event)
+                    chunk = usage_chunk(event)
+                    if chunk is not None:
+                        reported = chunk["usage"]
         finally:
             await stream.aclose()
         latency = time.perf_counter() - start
-        usage = None
-        for event in reversed(events):
-            if has_usage_object(event):
-                chunk = orjson.loads(event)
-                usage = usage_from_openai(chunk.get("usage")) if isinstance(chunk, dict) else None
-                if usage:
-                    break
-        usage = usage or Usage(self._tokens.count_prompt(request.payload), 0, estimated=True)
-        cost = to_micros(self._prices.cost(target.provider, target.model, usage))
-        return summarise_stream(events, 200, latency, ttft, cost, usage.prompt_tokens, usage.completion_tokens)
+        target: TargetRef = delivered.target
+        metered = self._meter.stream(target.provider, target.model, delivered.outbound.payload, reported, events)
+        usage = metered.usage
+        return summarise_stream(events, 200, latency, ttft, to_micros(metered.cost), usage.prompt_tokens,
+                                usage.completion_tokens)
 
     def _account(self, decision: Decision, shadow: AnswerSummary) -> None:
         m = self._metrics
@@ -194,9 +174,9 @@ class ShadowRunner:
             if shadow.ttft_s is not None:
                 m.arm_ttft.labels(mid, "shadow").observe(shadow.ttft_s)
             m.arm_cost.labels(mid, "shadow").inc(shadow.cost_micros / 1_000_000)
-        outcome = arm_sample(shadow.status, shadow.latency_s, shadow.ttft_s, shadow.cost_micros)
-        if outcome is not None and decision.shadow_arm is not None:
-            self._runtime.record(decision, decision.shadow_arm, outcome)
+        sample = Sample.of(shadow.status, shadow.latency_s, shadow.ttft_s, shadow.cost_micros)
+        if sample is not None and decision.shadow_arm is not None:
+            self._live.record(decision, decision.shadow_arm, sample)
 
     def _compare(self, decision: Decision, primary: AnswerSummary, shadow: AnswerSummary, as_json: bool) -> None:
         m = self._metrics
@@ -217,6 +197,6 @@ class ShadowRunner:
         if primary.ok and shadow.ok:
             m.shadow_similarity.labels(mid).observe(result.similarity)
             if decision.shadow_arm == "candidate":
-                self._runtime.record_pair(decision, shadow.cost_micros, primary.cost_micros)
+                self._live.record_pair(decision, shadow.cost_micros, primary.cost_micros)
             else:
-                self._runtime.record_pair(decision, primary.cost_micros, shadow.cost_micros)
+                self._live.record_pair(decision, primary.cost_micros, shadow.cost_micros)

@@ -132,6 +132,17 @@ class Sample:
     ttft_ms: float | None = None
     cost_micros: int | None = None
 
+    @classmethod
+    def of(cls, status: int, latency_s: float, ttft_s: float | None, cost_micros: int) -> Sample | None:
+        """How a finished request counts for its arm; None when the client, not the provider, was at fault."""
+        if status == 429:
+            return cls("rate_limited")
+        if 200 <= status < 300:
+            return cls("ok", latency_s * 1000, None if ttft_s is None else ttft_s * 1000, cost_micros)
+        if 400 <= status < 500 and status != 408:
+            return None
+        return cls("error")
+
 
 @dataclass(frozen=True, slots=True)
 class Sums:

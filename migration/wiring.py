@@ -6,23 +6,23 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from config.migration import MigrationSpec
 from config.schema import GatewayConfig, StoreConfig
-from metering.pricing import PriceBook
-from metering.tokens import TokenCounter
+from metering.meter import Meter
+from migration.accounting import ArmAccounting
 from migration.controller import Controller
-from migration.runtime import MigrationRuntime
+from migration.live import LiveMigrations
 from migration.service import MigrationService
 from migration.shadow import ShadowRunner
-from providers.base import Provider
+from migration.sync import StoreSync
+from providers.dispatch import Dispatcher
 from store.base import Store, StoreUnavailable
 from store.memory import MemoryStore
 from store.redis_store import RedisStore
 from store.sqlite import SQLiteStore
-from telemetry.metrics import Metrics
+from telemetry.migration_metrics import MigrationMetrics
 
 _log = logging.getLogger("cutover.migration")
 
@@ -42,9 +42,14 @@ def replica_name() -> str:
 
 @dataclass
 class Migrations:
+    """The migration machinery of one gateway process: what the request path uses (`live` to decide arms,
+    `shadow` to copy, `accounting` to count), what operators use (`service`), and the background loop."""
+
     store: Store
-    runtime: MigrationRuntime
+    live: LiveMigrations
+    sync: StoreSync
     shadow: ShadowRunner
+    accounting: ArmAccounting
     service: MigrationService
     controller: Controller
     declared: list[MigrationSpec]
@@ -69,27 +74,29 @@ class Migrations:
     async def stop(self) -> None:
         await self.controller.stop()
         await self.shadow.cancel_all()
-        await self.runtime.sync()  # the last outcomes of this replica are not lost
+        await self.sync.sync()  # the last samples of this replica are not lost
         await self.store.close()
 
 
 def build_migrations(
     config: GatewayConfig,
-    providers: Mapping[str, Provider],
-    prices: PriceBook,
-    tokens: TokenCounter,
-    metrics: Metrics,
+    dispatcher: Dispatcher,
+    meter: Meter,
+    metrics: MigrationMetrics,
     store: Store | None = None,
 ) -> Migrations:
     store = store or build_store(config.store)
-    runtime = MigrationRuntime(store, metrics, replica_name())
-    shadow = ShadowRunner(providers, runtime, prices, tokens, metrics)
+    live = LiveMigrations(metrics)
+    sync = StoreSync(store, live, metrics, replica_name())
+    shadow = ShadowRunner(dispatcher, meter, live, metrics)
     service = MigrationService(
-        store, runtime, metrics, lambda: config.models, lambda: config.providers, on_stop_shadow=shadow.cancel
+        store, live, sync, metrics, lambda: config.models, lambda: config.providers, on_stop_shadow=shadow.cancel
     )
     controller = Controller(
-        service, runtime, metrics, config.controller.sync_interval_s, config.controller.lease_ttl_s
+        service, live, sync, metrics, config.controller.sync_interval_s, config.controller.lease_ttl_s
     )
-    migrations = Migrations(store, runtime, shadow, service, controller, list(config.migrations))
+    migrations = Migrations(
+        store, live, sync, shadow, ArmAccounting(live, metrics), service, controller, list(config.migrations)
+    )
     controller.before_round = migrations.adopt_declared
     return migrations

@@ -28,8 +28,9 @@ from planner.pricing import RateCeiling
 from planner.reuse import normalised_shape
 from planner.run import PlanRun, RunOutcome
 from planner.runs import Journal, Runs
-from providers.base import RunFailed, UpstreamReply, UpstreamRequest, UpstreamStreamBroken
-from telemetry.metrics import Metrics
+from providers.base import UpstreamReply, UpstreamRequest
+from providers.errors import RunFailed, UpstreamStreamBroken
+from telemetry.planner_metrics import PlannerMetrics
 
 _CHUNK_WORDS = 8
 
@@ -41,7 +42,7 @@ def _options(payload: dict[str, Any]) -> dict[str, Any]:
 
 class MetaModel:
     def __init__(
-        self, name: str, config: MetaModelConfig, metrics: Metrics, runs: Runs,
+        self, name: str, config: MetaModelConfig, metrics: PlannerMetrics, runs: Runs,
         planner_equivalent_cost: Callable[[dict[str, int]], Decimal],
     ) -> None:
         self.name = name
@@ -94,7 +95,7 @@ class MetaModel:
         try:
             outcome = await run.execute(messages)
         except Exception as exc:
-            self._metrics.pe_runs.labels(self.name, "error", "exception").inc()
+            self._metrics.runs.labels(self.name, "error", "exception").inc()
             raise RunFailed(f"the {self.name} run failed ({type(exc).__name__})") from None
         if self._cache is not None and outcome.cache_hit is None and not outcome.trace["fast_path"]:
             outcome.cache_hit = False
@@ -112,22 +113,22 @@ class MetaModel:
     def _account(self, outcome: RunOutcome) -> None:
         m = self._metrics
         name = self.name
-        m.pe_runs.labels(name, outcome.finish_reason, outcome.stop_reason or "none").inc()
-        m.pe_tasks.labels(name).observe(outcome.tasks_run)
-        m.pe_llm_calls.labels(name).observe(outcome.llm_calls)
+        m.runs.labels(name, outcome.finish_reason, outcome.stop_reason or "none").inc()
+        m.tasks.labels(name).observe(outcome.tasks_run)
+        m.llm_calls.labels(name).observe(outcome.llm_calls)
         if outcome.replans:
-            m.pe_replans.labels(name).inc(outcome.replans)
-        m.pe_cost.labels(name).observe(float(outcome.cost))
-        m.pe_equivalent_cost.labels(name).observe(float(self._equivalent(outcome.usage)))
-        m.pe_duration.labels(name).observe(outcome.duration_s)
+            m.replans.labels(name).inc(outcome.replans)
+        m.cost.labels(name).observe(float(outcome.cost))
+        m.equivalent_cost.labels(name).observe(float(self._equivalent(outcome.usage)))
+        m.duration.labels(name).observe(outcome.duration_s)
         for tier, seconds in outcome.task_durations:
-            m.pe_task_duration.labels(name, tier).observe(seconds)
+            m.task_duration.labels(name, tier).observe(seconds)
         for seconds in outcome.scheduler_overhead_s:
-            m.pe_overhead.labels(name).observe(seconds)
+            m.overhead.labels(name).observe(seconds)
         for seconds in outcome.task_queue_wait_s:
-            m.pe_queue_wait.labels(name).observe(seconds)
+            m.queue_wait.labels(name).observe(seconds)
         if outcome.cache_hit is not None or self._cache is not None:
-            m.pe_cache.labels(name, "hit" if outcome.cache_hit else "miss").inc()
+            m.cache.labels(name, "hit" if outcome.cache_hit else "miss").inc()
 
     def _completion(self, outcome: RunOutcome) -> dict[str, Any]:
         return {

@@ -8,12 +8,13 @@ from decimal import Decimal
 from typing import Any
 
 from config.schema import GatewayConfig
-from metering.pricing import PriceBook, Usage
+from metering.pricing import PriceBook
+from metering.usage import Usage
 from planner.internal import InternalCaller
 from planner.meta_model import MetaModel
 from planner.pricing import RateCeiling
 from planner.runs import Runs
-from telemetry.metrics import Metrics
+from telemetry.planner_metrics import PlannerMetrics
 
 ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
 INTERNAL_KEY_NAME = "internal"
@@ -28,7 +29,7 @@ def is_meta_provider(provider: str) -> bool:
 
 
 class MetaModels:
-    def __init__(self, config: GatewayConfig, prices: PriceBook, metrics: Metrics, replica: str) -> None:
+    def __init__(self, config: GatewayConfig, prices: PriceBook, metrics: PlannerMetrics, replica: str) -> None:
         self._config = config
         self._prices = prices
         # Internal calls authenticate with a key that exists only in this process's memory.

@@ -1,11 +1,12 @@
-"""What every provider offers the gateway, and how upstream failures are told apart.
+"""What every provider offers the gateway: the provider dialect adapter seam.
 
-    ProviderError                  an upstream call did not give a usable answer
-    ├── UpstreamConnectError       could not connect (retryable)
-    ├── UpstreamTimeout            connect/read/total timeout (retryable)
-    ├── UpstreamStatusError        answered with a non-2xx status (retryable for 408/429/5xx)
-    ├── UpstreamProtocolError      answered 2xx with something that is not the API (garbage)
-    └── UpstreamStreamBroken       a stream ended before `data: [DONE]`
+A provider takes an `UpstreamRequest` whose payload is in the gateway's canonical
+dialect (OpenAI Chat Completions, or embeddings) and answers in it: an
+OpenAI-compatible upstream is the identity adapter (bytes pass through untouched),
+the simulator is one behind a loopback socket, and the plan-and-execute meta-model
+is one that does its own work. A provider that speaks another wire dialect
+translates inside its adapter, so nothing above providers/ changes. How failures
+are told apart is in providers.errors.
 """
 
 from __future__ import annotations
@@ -14,45 +15,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
-
-
-class ProviderError(Exception):
-    retryable: bool = True
-    kind: str = "error"
-
-
-class UpstreamConnectError(ProviderError):
-    kind = "connect"
-
-
-class UpstreamTimeout(ProviderError):
-    kind = "timeout"
-
-
-class UpstreamProtocolError(ProviderError):
-    kind = "protocol"
-
-
-class UpstreamStreamBroken(ProviderError):
-    kind = "stream_broken"
-
-
-class RunFailed(ProviderError):
-    """A provider that does its own work (the plan-and-execute meta-model) could not answer.
-    Never retried: the run may already have spent money."""
-
-    retryable = False
-    kind = "run_failed"
-
-
-class UpstreamStatusError(ProviderError):
-    def __init__(self, status: int, body: bytes, retry_after_s: float | None = None) -> None:
-        super().__init__(f"upstream answered {status}")
-        self.status = status
-        self.body = body
-        self.retry_after_s = retry_after_s
-        self.retryable = status in (408, 429) or status >= 500
-        self.kind = "rate_limited" if status == 429 else f"http_{status // 100}xx"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,12 +15,11 @@ from typing import Any
 
 import orjson
 
-from providers.base import (
+from providers.base import UpstreamReply, UpstreamRequest
+from providers.errors import (
     ProviderError,
     UpstreamConnectError,
     UpstreamProtocolError,
-    UpstreamReply,
-    UpstreamRequest,
     UpstreamStatusError,
     UpstreamStreamBroken,
     UpstreamTimeout,

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from providers.base import ProviderError, UpstreamReply, UpstreamRequest
+from providers.base import UpstreamReply, UpstreamRequest
+from providers.errors import ProviderError
 from providers.openai_compat import OpenAICompatProvider, SSEStream
 from simulator import SimulationSettings, SimulatorServer
 

@@ -57,12 +57,3 @@ def _data_of(block: bytes) -> bytes | None:
             value = line[5:]
             data.append(value[1:] if value.startswith(b" ") else value)
     return b"\n".join(data) if data else None
-
-
-def has_usage_object(event: bytes) -> bool:
-    """Does this chunk carry a usage object (not `"usage": null`)? Checked without parsing,
-    because with include_usage on, every chunk of a stream mentions usage."""
-    at = event.find(b'"usage"')
-    if at < 0:
-        return False
-    return event[at + 7 : at + 16].lstrip(b" \t\n:").startswith(b"{")

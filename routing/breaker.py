@@ -40,6 +40,9 @@ class CircuitBreakers:
             return "open"
         return "half_open"
 
+    def is_open(self, key: str) -> bool:
+        return self.state(key) == "open"
+
     def allow(self, key: str) -> bool:
         """May a request go to this target now? Claims the single half-open trial."""
         state = self.state(key)

@@ -1,15 +1,23 @@
-"""Fitting a conversation into a model's context window (pure; the counter is passed in).
+"""What each target of a route is sent: the request with the target's model, fitted to its context window.
 
-`truncate_oldest` drops the oldest non-system messages first. An assistant
-message that made tool calls goes together with the tool results answering it,
-because a tool message without its call is an invalid request upstream.
+`ContextFitter.fit` prepares the payload for every target in order. A request
+that cannot fit a target's window skips that target (`on_context_overflow:
+error`) or loses its oldest non-system messages until it fits
+(`truncate_oldest`); the first overflow is reported, so the edge can answer
+400 when no target is left. An assistant message that made tool calls goes
+together with the tool results answering it, because a tool message without its
+call is an invalid request upstream.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from metering.tokens import TokenCounter
+from providers.dispatch import Outbound
+from routing.table import Route
 
 Message = dict[str, Any]
 
@@ -66,3 +74,58 @@ def fit_oldest_first(
         return None
     kept = [m for i, m in enumerate(messages) if i not in dropped]
     return Fit(messages=kept, dropped=len(dropped), prompt_tokens=total)
+
+
+@dataclass(frozen=True, slots=True)
+class Overflow:
+    """The request does not fit a target's context window."""
+
+    window: int
+    prompt_tokens: int
+    max_output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fitted:
+    # The targets the request fits, in the route's order, each with what it is sent.
+    outbound: tuple[Outbound, ...]
+    # The first target it did not fit, if any.
+    overflow: Overflow | None
+
+
+class ContextFitter:
+    def __init__(self, context_window: Callable[[str, str], int | None], tokens: TokenCounter) -> None:
+        self._window = context_window
+        self._tokens = tokens
+
+    def fit(
+        self, route: Route, payload: Mapping[str, Any], *, stream: bool, count_messages: bool, body_size: int,
+        max_output_tokens: int,
+    ) -> Fitted:
+        """`count_messages`: the payload has chat messages to fit (embeddings do not)."""
+        outbound: list[Outbound] = []
+        overflow: Overflow | None = None
+        prompt: int | None = None
+        for target in route.targets:
+            body = dict(payload)
+            body["model"] = target.model
+            if stream:
+                # Ask for usage even when the client did not, so cost is always known.
+                body["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
+            window = self._window(target.provider, target.model)
+            if not count_messages or window is None or not may_overflow(body_size, max_output_tokens, window):
+                outbound.append(Outbound(target, body))
+                continue
+            if prompt is None:
+                prompt = self._tokens.count_prompt(payload)
+            if prompt + max_output_tokens <= window:
+                outbound.append(Outbound(target, body))
+                continue
+            if route.on_context_overflow == "truncate_oldest":
+                fit = fit_oldest_first(payload["messages"], window - max_output_tokens, self._tokens.count_message)
+                if fit is not None:
+                    body["messages"] = fit.messages
+                    outbound.append(Outbound(target, body, fit.dropped))
+                    continue
+            overflow = overflow or Overflow(window, prompt, max_output_tokens)
+        return Fitted(tuple(outbound), overflow)

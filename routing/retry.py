@@ -12,7 +12,7 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from config.schema import RetryConfig
-from providers.base import ProviderError, UpstreamStatusError
+from providers.errors import ProviderError, UpstreamStatusError
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -55,3 +55,24 @@ def build_wait(config: RetryConfig) -> wait_base:
 
 def build_stop(config: RetryConfig) -> stop_base:
     return stop_after_attempt(config.max_attempts_per_target) | stop_if_retry_after_over(config.retry_after_cap_s)
+
+
+class RetryPolicy:
+    """When and after how long an attempt on the same target is retried (the dispatcher asks after each failure)."""
+
+    def __init__(self, config: RetryConfig) -> None:
+        self._wait = build_wait(config)
+        self._stop = build_stop(config)
+
+    def pause_before_retry(self, attempt: int, error: ProviderError) -> float | None:
+        """Seconds to wait before attempt `attempt + 1`; None when the target gets no more attempts."""
+        if not is_retryable(error):
+            return None
+        # Built only on a failure: tenacity's per-call set-up would cost more than the rest of a dispatch.
+        state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+        state.attempt_number = attempt
+        state.set_exception((type(error), error, error.__traceback__))
+        if self._stop(state):
+            return None
+        pause: float = self._wait(state)
+        return pause

@@ -8,16 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from config.schema import ModelRoute
-
-
-@dataclass(frozen=True, slots=True)
-class TargetRef:
-    provider: str
-    model: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.provider}/{self.model}"
+from providers.target import TargetRef
 
 
 @dataclass(frozen=True, slots=True)

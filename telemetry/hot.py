@@ -51,3 +51,19 @@ class HotHistogram:
         # The first bound >= amount, as prometheus_client picks it; the last bound is +Inf.
         if amount == amount:  # NaN falls in no bucket there either
             self._buckets[bisect_left(self._bounds, amount)](1)
+
+
+class HotHistograms:
+    """Hot handles per labelled child, cached: `labels()` costs more than the update."""
+
+    __slots__ = ("_children",)
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[Histogram, tuple[str, ...]], HotHistogram] = {}
+
+    def child(self, histogram: Histogram, *labels: str) -> HotHistogram:
+        key = (histogram, labels)
+        hot = self._children.get(key)
+        if hot is None:
+            hot = self._children[key] = HotHistogram(histogram.labels(*labels))
+        return hot

@@ -1,59 +1,26 @@
-"""Parse a client body once and check just the fields the gateway relies on.
+"""POST /v1/chat/completions: the canonical dialect, passed through both ways.
 
-Everything else (tools, response_format, seed, unknown future fields) is left
-untouched for the upstream. Each rejection names the offending field in `param`.
+The body is parsed once and only the fields the gateway relies on are checked;
+everything else (tools, response_format, seed, unknown future fields) is left
+untouched for the upstream. Answers and stream events go back byte for byte. The
+usage chunk the gateway asks for on the client's behalf is left out of the stream
+unless the client asked for it too; a stream that broke ends with an SSE error
+frame and no `[DONE]`, so no client mistakes it for a complete answer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
+from gateway.dialects.base import ClientRequest
+from gateway.dialects.openai import OpenAIErrors, optional_int, optional_number, parse_json_object, require_model
 from gateway.errors import InvalidRequest
+from providers.base import UpstreamReply
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-
-
-def parse_json_object(body: bytes) -> dict[str, Any]:
-    if not body:
-        raise InvalidRequest("The request body is empty; send a JSON object.")
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest(
-            "We could not parse the JSON body of your request. The body must be valid JSON."
-        ) from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    return data
-
-
-def _require_model(data: dict[str, Any]) -> str:
-    model = data.get("model")
-    if model is None:
-        raise InvalidRequest("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("Invalid type for 'model': expected a non-empty string.", param="model",
-                             code="invalid_type")
-    return model
-
-
-def _optional_int(data: dict[str, Any], field: str, minimum: int) -> int | None:
-    value = data.get(field)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequest(f"Invalid type for '{field}': expected an integer.", param=field, code="invalid_type")
-    if value < minimum:
-        raise InvalidRequest(f"Invalid '{field}': must be at least {minimum}.", param=field, code="invalid_value")
-    return value
-
-
-def _optional_number(data: dict[str, Any], field: str) -> None:
-    value = data.get(field)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise InvalidRequest(f"Invalid type for '{field}': expected a number.", param=field, code="invalid_type")
 
 
 def _check_messages(messages: Any) -> None:
@@ -85,7 +52,7 @@ def _check_messages(messages: Any) -> None:
 
 def parse_chat_request(body: bytes) -> dict[str, Any]:
     data = parse_json_object(body)
-    _require_model(data)
+    require_model(data)
     _check_messages(data.get("messages"))
     stream = data.get("stream")
     if stream is not None and not isinstance(stream, bool):
@@ -99,34 +66,11 @@ def parse_chat_request(body: bytes) -> dict[str, Any]:
         if include is not None and not isinstance(include, bool):
             raise InvalidRequest("Invalid type for 'stream_options.include_usage': expected a boolean.",
                                  param="stream_options.include_usage", code="invalid_type")
-    _optional_int(data, "max_tokens", 1)
-    _optional_int(data, "max_completion_tokens", 1)
-    _optional_int(data, "n", 1)
+    optional_int(data, "max_tokens", 1)
+    optional_int(data, "max_completion_tokens", 1)
+    optional_int(data, "n", 1)
     for field in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
-        _optional_number(data, field)
-    return data
-
-
-def parse_embeddings_request(body: bytes) -> dict[str, Any]:
-    data = parse_json_object(body)
-    _require_model(data)
-    value = data.get("input")
-    if value is None:
-        raise InvalidRequest("Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
-    valid = isinstance(value, str) or (
-        isinstance(value, list)
-        and bool(value)
-        and (
-            all(isinstance(v, str) for v in value)
-            or all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-            or all(isinstance(v, list) and all(isinstance(t, int) for t in v) for v in value)
-        )
-    )
-    if not valid:
-        raise InvalidRequest(
-            "Invalid 'input': expected a string, an array of strings, or an array of token arrays.",
-            param="input", code="invalid_type",
-        )
+        optional_number(data, field)
     return data
 
 
@@ -138,3 +82,53 @@ def max_output_tokens(data: dict[str, Any]) -> int:
 def wants_stream_usage(data: dict[str, Any]) -> bool:
     options = data.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def error_frame(message: str, code: str) -> bytes:
+    body = {"error": {"message": message, "type": "upstream_error", "param": None, "code": code}}
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+_DONE_FRAME = b"data: [DONE]\n\n"
+_BROKEN_FRAME = error_frame(
+    "The upstream stream broke before it finished; the answer above is incomplete.", "stream_broken"
+)
+
+
+class ChatFrames:
+    content_type = b"text/event-stream; charset=utf-8"
+
+    def __init__(self, client_wants_usage: bool) -> None:
+        self._wants_usage = client_wants_usage
+
+    def event(self, data: bytes, usage_chunk: Mapping[str, Any] | None) -> bytes | None:
+        # The final usage chunk (no choices) is the one the gateway asked for on the client's behalf.
+        if usage_chunk is not None and not self._wants_usage and not usage_chunk.get("choices"):
+            return None
+        return b"data: " + data + b"\n\n"
+
+    def end(self, trailer: bytes) -> bytes:
+        return trailer + _DONE_FRAME
+
+    def broken(self) -> bytes:
+        return _BROKEN_FRAME
+
+
+class ChatCompletions(OpenAIErrors):
+    endpoint = "chat"
+    upstream_path = "/chat/completions"
+    fits_context = True
+    shadowable = True
+
+    def parse(self, body: bytes) -> ClientRequest:
+        payload = parse_chat_request(body)
+        return ClientRequest(
+            model=payload["model"], payload=payload, stream=payload.get("stream") is True, body_size=len(body),
+            max_output_tokens=max_output_tokens(payload), wants_usage=wants_stream_usage(payload),
+        )
+
+    def answer_body(self, reply: UpstreamReply) -> bytes:
+        return reply.body
+
+    def stream_frames(self, request: ClientRequest) -> ChatFrames:
+        return ChatFrames(request.wants_usage)

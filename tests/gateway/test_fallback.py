@@ -134,7 +134,7 @@ def test_cool_down_skips_failing_target_then_tries_it_again(
         routing=routing(attempts=3, failure_threshold=2, cooldown_s=2.0),
     )
     assert gw.app is not None
-    breakers = gw.app.state.breakers
+    breakers = gw.app.parts.breakers
 
     def cooldowns() -> float:
         return metric(scrape(gw.root_url), "cutover_cooldowns_total", provider="primary", model="m")

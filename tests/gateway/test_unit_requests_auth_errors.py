@@ -10,6 +10,9 @@ import pytest
 
 from config.schema import AuthConfig, ClientKey
 from gateway.auth import KeyRing, hash_key
+from gateway.dialects.chat import max_output_tokens, parse_chat_request, wants_stream_usage
+from gateway.dialects.embeddings import parse_embeddings_request
+from gateway.dialects.openai import parse_json_object
 from gateway.errors import (
     AuthenticationFailed,
     BadGateway,
@@ -24,13 +27,6 @@ from gateway.errors import (
     RateLimited,
     ServiceUnavailable,
     UpstreamPassthrough,
-)
-from gateway.requests import (
-    max_output_tokens,
-    parse_chat_request,
-    parse_embeddings_request,
-    parse_json_object,
-    wants_stream_usage,
 )
 
 USER = {"role": "user", "content": "hi"}

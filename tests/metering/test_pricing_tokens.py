@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from config.schema import ModelPrice
-from metering.pricing import PriceBook, Usage, format_usd, usage_from_openai
+from metering.pricing import PriceBook, format_usd
 from metering.tokens import TokenCounter
+from metering.usage import Usage, usage_from_openai
 
 
 def price(**fields: Any) -> ModelPrice:

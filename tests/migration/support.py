@@ -25,8 +25,9 @@ import httpx
 import openai
 
 from gateway.auth import hash_key
+from migration.live import LiveMigrations
 from migration.rollout import MigrationState
-from migration.runtime import MigrationRuntime
+from migration.sync import StoreSync
 from simulator import BackgroundSimulator, RecordedRequest
 from tests.gateway.helpers import scrape, sdk, wait_until
 from tests.support import BackgroundGateway
@@ -203,12 +204,17 @@ class Stack:
     # -- in-process views (cheap to poll) ------------------------------------------------
 
     @property
-    def runtime(self) -> MigrationRuntime:
+    def live(self) -> LiveMigrations:
         assert self.gw.app is not None
-        return self.gw.app.state.migration.runtime
+        return self.gw.app.parts.migrations.live
+
+    @property
+    def sync(self) -> StoreSync:
+        assert self.gw.app is not None
+        return self.gw.app.parts.migrations.sync
 
     def local_state(self, migration_id: str | None = None) -> MigrationState | None:
-        found = self.runtime.migrations().get(migration_id or self.migration_id)
+        found = self.live.migrations().get(migration_id or self.migration_id)
         return None if found is None else found[1]
 
     def wait_for(self, phase: str, *, step: int | None = None, settled: bool = False, timeout: float = 20.0) -> None:
@@ -231,12 +237,12 @@ class Stack:
 
         The horizon for negative checks ("nothing happened"): it polls the controller's
         progress instead of sleeping a guessed time."""
-        runtime = self.runtime
+        sync = self.sync
         horizon = time.time() + seconds
-        wait_until(lambda: (runtime.last_sync_at or 0.0) > horizon, timeout=seconds + 10, what="controller rounds")
-        seen = runtime.last_sync_at
+        wait_until(lambda: (sync.last_sync_at or 0.0) > horizon, timeout=seconds + 10, what="controller rounds")
+        seen = sync.last_sync_at
         # Analysis follows the sync in the same round: one more sync means that round is over.
-        wait_until(lambda: runtime.last_sync_at != seen, timeout=10, what="one more controller round")
+        wait_until(lambda: sync.last_sync_at != seen, timeout=10, what="one more controller round")
 
     # -- client traffic --------------------------------------------------------------------
 

@@ -63,7 +63,7 @@ def test_only_admin_keys_may_use_the_admin_api(make_stack: StackFactory) -> None
             assert "Incorrect admin key" in _error(send(wrong), 401, "authentication_error", "invalid_api_key")
             _error(send(anonymous), 401, "authentication_error", "invalid_api_key")
     # None of that changed anything.
-    assert stack.state()["phase"] == "canary" and stack.runtime.kill_switches() == frozenset()
+    assert stack.state()["phase"] == "canary" and stack.live.kill_switches() == frozenset()
     assert stack.admin.get("/admin/migrations").json()["data"][0]["id"] == MIGRATION_ID
 
 
@@ -374,4 +374,4 @@ def test_kill_switch_routes_everything_to_the_baseline_at_once_and_off_restores_
     _error(unknown, 404, "invalid_request_error", "model_not_found")
     missing = stack.admin.put(f"/admin/aliases/{ALIAS}/kill-switch", json={})
     _error(missing, 400, "invalid_request_error", None, param="enabled")
-    assert stack.runtime.kill_switches() == frozenset()
+    assert stack.live.kill_switches() == frozenset()

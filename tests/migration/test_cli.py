@@ -67,12 +67,12 @@ def test_pause_resume_set_weight_rollback_and_kill_switch(stack: Stack, capsys: 
 
     code, out, _ = _run(stack, capsys, "kill-switch", ALIAS, "on")
     assert (code, out.strip()) == (0, f"kill switch for {ALIAS}: on")
-    assert stack.runtime.kill_switches() == frozenset({ALIAS})
+    assert stack.live.kill_switches() == frozenset({ALIAS})
     code, out, _ = _run(stack, capsys, "status")
     assert "paused (kill switch)" in out
     code, out, _ = _run(stack, capsys, "kill-switch", ALIAS, "off")
     assert (code, out.strip()) == (0, f"kill switch for {ALIAS}: off")
-    assert stack.runtime.kill_switches() == frozenset()
+    assert stack.live.kill_switches() == frozenset()
 
     code, out, _ = _run(stack, capsys, "rollback", MIGRATION_ID, "--reason", "bad answers")
     assert code == 0 and _row(out)[2:5] == ["rolled_back", "-", "0%"]

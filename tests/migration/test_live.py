@@ -1,4 +1,4 @@
-"""MigrationRuntime without sockets: per-request decisions, outcome recording, state adoption, sync."""
+"""LiveMigrations without sockets: per-request decisions, sample recording, state adoption."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ from typing import Any
 import pytest
 
 from config.migration import MigrationSpec
+from migration.live import Decision, LiveMigrations
 from migration.rollout import MigrationState, Resumable
-from migration.runtime import Decision, MigrationRuntime, step_key
 from migration.split import choose_arm
 from migration.types import PHASES
-from migration.window import ArmWindow, Sample, StepWindow
-from routing.table import Route, TargetRef
-from store.base import StoredMigration
-from store.memory import MemoryStore
+from migration.window import Sample, StepWindow
+from providers.target import TargetRef
+from routing.table import Route
 from telemetry.metrics import Metrics
 from tests.migration.support import ALIAS, MIGRATION_ID, SALT, fast_plan, migration_spec
 
@@ -32,13 +31,11 @@ def _state(phase: str, weight_bp: int = 0, shadow: float = 0.0, started: float |
     return MigrationState(phase, 0, weight_bp, shadow, started, version=version, **fields)  # type: ignore[arg-type]
 
 
-def _runtime(
-    store: MemoryStore | None = None, rng: Callable[[], float] = lambda: 0.5, metrics: Metrics | None = None
-) -> MigrationRuntime:
-    return MigrationRuntime(store or MemoryStore(), metrics or Metrics(), "replica-a", rng=rng)
+def _runtime(rng: Callable[[], float] = lambda: 0.5, metrics: Metrics | None = None) -> LiveMigrations:
+    return LiveMigrations((metrics or Metrics()).migration, rng=rng)
 
 
-def _decide(runtime: MigrationRuntime, payload: dict[str, Any] | None = None, header: str | None = None,
+def _decide(runtime: LiveMigrations, payload: dict[str, Any] | None = None, header: str | None = None,
             client_key: str | None = None, route: Route = ROUTE) -> Decision | None:
     return runtime.decide(route, payload if payload is not None else {"user": "u1"}, header, client_key)
 
@@ -212,48 +209,6 @@ def test_an_alias_follows_its_running_migration() -> None:
     runtime.apply(finished, _state("aborted", version=6))
     decision = _decide(runtime)
     assert decision is not None and decision.migration_id == MIGRATION_ID
-
-
-async def test_sync_pushes_windows_pulls_states_and_survives_a_store_outage() -> None:
-    store, metrics = MemoryStore(), Metrics()
-    runtime = _runtime(store, metrics=metrics)
-    state = _state("canary", weight_bp=10_000)
-    runtime.apply(SPEC, state)
-    decision = _decide(runtime)
-    assert decision is not None
-    runtime.record(decision, "candidate", OK)
-    runtime.record(decision, "baseline", OK)
-
-    # Another replica's window of the same step, already in the store.
-    theirs = StepWindow(100.0, ArmWindow.of([OK, OK]), ArmWindow.of([Sample("error")]))
-    await store.put_window(MIGRATION_ID, step_key(100.0), "replica-b", theirs.to_dict())
-    newer = _state("canary", weight_bp=10_000, version=2, reason="from another replica")
-    await store.create_migration(
-        StoredMigration(MIGRATION_ID, SPEC.model_dump(mode="json"), newer.to_dict(), 2), []
-    )
-    await store.set_kill_switch("some-alias", True)
-
-    assert await runtime.sync() is True
-    assert runtime.store_ok and runtime.last_sync_at is not None
-    assert runtime.migrations()[MIGRATION_ID][1] == newer
-    assert runtime.kill_switches() == frozenset({"some-alias"})
-    stored = [StepWindow.from_dict(d) for d in await store.windows(MIGRATION_ID, step_key(100.0))]
-    mine = StepWindow(100.0, ArmWindow.of([OK]), ArmWindow.of([OK]))
-    assert sorted(stored, key=lambda w: w.baseline.requests) == [mine, theirs]
-    pooled = await runtime.pooled_window(MIGRATION_ID)
-    assert pooled is not None
-    assert (pooled.baseline.requests, pooled.candidate.requests, pooled.candidate.errors) == (3, 2, 1)
-
-    store.available = False
-    assert await runtime.sync() is False
-    assert runtime.store_ok is False
-    assert _sample(metrics, "cutover_store_up", {}) == 0
-    # Still serving with the last state it saw.
-    decision = _decide(runtime)
-    assert decision is not None and decision.arm == "candidate"
-    store.available = True
-    assert await runtime.sync() is True
-    assert runtime.store_ok and _sample(metrics, "cutover_store_up", {}) == 1
 
 
 def test_arms_of_names_both_arms_of_the_alias_migration() -> None:

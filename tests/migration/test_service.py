@@ -8,11 +8,13 @@ from typing import Any
 import pytest
 
 from config.migration import MigrationSpec
+from migration.live import LiveMigrations
 from migration.rollout import Pause, Promote, Resume, Rollback
-from migration.runtime import MigrationRuntime
 from migration.service import MigrationConflict, MigrationError, MigrationNotFound, MigrationService
+from migration.sync import StoreSync
 from migration.window import Sample
-from routing.table import Route, TargetRef
+from providers.target import TargetRef
+from routing.table import Route
 from store.memory import MemoryStore
 from telemetry.metrics import Metrics
 from tests.migration.support import ALIAS, MIGRATION_ID, fast_plan, migration_spec
@@ -31,16 +33,17 @@ class Clock:
 
 
 class World:
-    """A service, its runtime and store, and what it reported to the outside."""
+    """A service, the live migrations and store sync beside it, the store, and what it reported to the outside."""
 
     def __init__(self, store: MemoryStore | None = None) -> None:
         self.store = store or MemoryStore()
         self.metrics = Metrics()
-        self.runtime = MigrationRuntime(self.store, self.metrics, "replica-a", rng=lambda: 0.5)
+        self.runtime = LiveMigrations(self.metrics.migration, rng=lambda: 0.5)
         self.clock = Clock()
+        self.sync = StoreSync(self.store, self.runtime, self.metrics.migration, "replica-a", clock=self.clock)
         self.stopped_shadows: list[str] = []
         self.service = MigrationService(
-            self.store, self.runtime, self.metrics,
+            self.store, self.runtime, self.sync, self.metrics.migration,
             known_aliases=lambda: {ALIAS: object(), OTHER: object()},
             known_providers=lambda: {"legacy": object(), "modern": object()},
             on_stop_shadow=self.stopped_shadows.append,
@@ -61,7 +64,7 @@ class World:
             self.runtime.record(decision, "baseline", outcome)
         for outcome in candidate:
             self.runtime.record(decision, "candidate", outcome)
-        assert await self.runtime.sync()
+        assert await self.sync.sync()
 
     def sample(self, name: str, **labels: str) -> float | None:
         return self.metrics.registry.get_sample_value(name, labels)

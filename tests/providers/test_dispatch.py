@@ -1,4 +1,5 @@
-"""Dispatcher: retries on a target, fallback across targets, breakers, and the final error mapping.
+"""Dispatcher: retries on a target, fallback across targets, breakers, attempt records; and what the
+client is told when no target answered (gateway.failures), driven through the dispatcher.
 
 Providers are in-memory fakes that play a script of outcomes; sleeping is recorded, never done.
 """
@@ -11,7 +12,6 @@ from typing import Any
 import pytest
 
 from config.schema import RetryConfig
-from gateway.dispatch import Dispatcher, final_error
 from gateway.errors import (
     BadGateway,
     ContextLengthExceeded,
@@ -21,18 +21,25 @@ from gateway.errors import (
     ServiceUnavailable,
     UpstreamPassthrough,
 )
-from providers.base import (
+from gateway.failures import final_error, undelivered_error
+from metering.meter import Meter
+from metering.pricing import PriceBook
+from metering.tokens import TokenCounter
+from metering.usage import UsageEstimator
+from providers.base import UpstreamReply, UpstreamRequest
+from providers.dispatch import SHADOW, AttemptRecord, Call, Delivered, Dispatcher, Outbound, Undelivered
+from providers.errors import (
     ProviderError,
     UpstreamConnectError,
     UpstreamProtocolError,
-    UpstreamReply,
-    UpstreamRequest,
     UpstreamStatusError,
     UpstreamStreamBroken,
     UpstreamTimeout,
 )
+from providers.target import TargetRef
 from routing.breaker import CircuitBreakers
-from routing.table import Route, TargetRef
+from routing.context import Overflow
+from routing.retry import RetryPolicy
 from telemetry.metrics import Metrics
 
 ALIAS = "gpt-4"
@@ -103,16 +110,34 @@ class Harness:
         self.breakers = CircuitBreakers(threshold, 30.0, clock=self.clock)
         self.metrics = Metrics()
         self.sleeps: list[float] = []
-        self.dispatcher = Dispatcher(self.providers, self.breakers, retry, self.metrics, sleep=self.fake_sleep)
+        meter = Meter(PriceBook({}), UsageEstimator(TokenCounter()))
+        self.dispatcher = Dispatcher(
+            self.providers, self.breakers, RetryPolicy(retry), meter, self.metrics.upstream, sleep=self.fake_sleep
+        )
 
     async def fake_sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
 
-    async def serve(self, *targets: TargetRef, stream: bool = False, prepare: Any = None) -> Any:
-        route = Route(ALIAS, tuple(targets), "error")
-        return await self.dispatcher.serve(
-            route, "/chat/completions", "req-1", stream, prepare or (lambda t: {"model": t.model})
-        )
+    async def dispatch(self, *targets: TargetRef, stream: bool = False, prepare: Any = None) -> Any:
+        """What the pipeline's fit stage and dispatch stage do: `prepare` gives a target's payload, or the
+        Overflow that keeps the request off it."""
+        prepare = prepare or (lambda t: {"model": t.model})
+        outbound, overflow = [], None
+        for target in targets:
+            prepared = prepare(target)
+            if isinstance(prepared, Overflow):
+                overflow = overflow or prepared
+            else:
+                outbound.append(Outbound(target, prepared))
+        call = Call(ALIAS, "/chat/completions", tuple(outbound), stream, "req-1")
+        return await self.dispatcher.dispatch(call), overflow
+
+    async def serve(self, *targets: TargetRef, stream: bool = False, prepare: Any = None) -> Delivered:
+        """Delivered, or the error the client would get raised."""
+        result, overflow = await self.dispatch(*targets, stream=stream, prepare=prepare)
+        if isinstance(result, Undelivered):
+            raise undelivered_error(result, ALIAS, overflow)
+        return result
 
     def calls(self, name: str) -> int:
         return len(self.providers[name].requests)
@@ -130,10 +155,10 @@ async def test_first_target_success() -> None:
     h = Harness({"a": [OK], "b": []})
     served = await h.serve(A, B)
     assert served.target == A
-    assert served.payload == {"model": "model-a"}
+    assert served.outbound.payload == {"model": "model-a"}
     assert served.reply is not None and served.reply.data == {"id": "x"}
     assert served.stream is None
-    assert served.attempts == 1
+    assert len(served.attempts) == 1
     assert h.sleeps == []
     [request] = h.providers["a"].requests
     assert request.path == "/chat/completions"
@@ -147,7 +172,7 @@ async def test_stream_uses_open_stream() -> None:
     served = await h.serve(A, stream=True)
     assert served.reply is None
     assert served.stream is h.providers["a"].stream
-    assert served.attempts == 2
+    assert len(served.attempts) == 2
     assert all(r.stream for r in h.providers["a"].requests)
 
 
@@ -155,7 +180,7 @@ async def test_retries_then_success() -> None:
     h = Harness({"a": [UpstreamTimeout("x"), status(500), OK]})
     served = await h.serve(A)
     assert served.target == A
-    assert served.attempts == 3
+    assert len(served.attempts) == 3
     assert h.sleeps == pytest.approx([0.1, 0.2])
     assert h.sample("cutover_upstream_retries_total", provider="a", model="model-a", reason="timeout") == 1
     assert h.sample("cutover_upstream_retries_total", provider="a", model="model-a", reason="http_5xx") == 1
@@ -175,8 +200,8 @@ async def test_fallback_in_order_after_retries_exhausted() -> None:
     h = Harness({"a": [UpstreamConnectError("x")] * 3, "b": [status(502)] * 3, "c": [OK]})
     served = await h.serve(A, B, C)
     assert served.target == C
-    assert served.payload == {"model": "model-c"}
-    assert served.attempts == 7
+    assert served.outbound.payload == {"model": "model-c"}
+    assert len(served.attempts) == 7
     assert (h.calls("a"), h.calls("b"), h.calls("c")) == (3, 3, 1)
     assert h.sample("cutover_fallbacks_total", alias=ALIAS, provider="a", model="model-a") == 1
     assert h.sample("cutover_fallbacks_total", alias=ALIAS, provider="b", model="model-b") == 1
@@ -312,10 +337,17 @@ async def test_all_targets_cooling() -> None:
     assert (h.calls("a"), h.calls("b")) == (0, 0)
 
 
+WINDOW = {A: 100, B: 200}
+
+
+def overflow(target: TargetRef) -> Overflow:
+    return Overflow(WINDOW[target], prompt_tokens=500, max_output_tokens=10)
+
+
 async def test_context_overflow_on_one_target_uses_the_next() -> None:
-    def prepare(target: TargetRef) -> dict[str, Any]:
+    def prepare(target: TargetRef) -> dict[str, Any] | Overflow:
         if target == A:
-            raise ContextLengthExceeded("too long for a")
+            return overflow(A)
         return {"model": target.model}
 
     h = Harness({"a": [], "b": [OK]})
@@ -325,25 +357,53 @@ async def test_context_overflow_on_one_target_uses_the_next() -> None:
 
 
 async def test_context_overflow_everywhere_is_reported() -> None:
-    def prepare(target: TargetRef) -> dict[str, Any]:
-        raise ContextLengthExceeded(f"too long for {target.provider}")
-
     h = Harness({"a": [], "b": []})
     with pytest.raises(ContextLengthExceeded) as caught:
-        await h.serve(A, B, prepare=prepare)
-    # The first target's message is the one shown: it is the alias's primary model.
-    assert caught.value.message == "too long for a"
+        await h.serve(A, B, prepare=overflow)
+    # The first target's overflow is the one shown: it is the alias's primary model.
+    assert "maximum context length is 100 tokens" in caught.value.message
+    assert caught.value.param == "messages"
 
 
 async def test_upstream_failure_beats_overflow_in_final_error() -> None:
-    def prepare(target: TargetRef) -> dict[str, Any]:
+    def prepare(target: TargetRef) -> dict[str, Any] | Overflow:
         if target == B:
-            raise ContextLengthExceeded("too long for b")
+            return overflow(B)
         return {"model": target.model}
 
     h = Harness({"a": [UpstreamTimeout("x")] * 3, "b": []})
     with pytest.raises(GatewayTimeout):
         await h.serve(A, B, prepare=prepare)
+
+
+async def test_every_attempt_leaves_a_record() -> None:
+    h = Harness({"a": [UpstreamTimeout("x"), status(500), status(502)], "b": [status(429), OK]})
+    served = await h.serve(A, B)
+    assert [(a.target, a.status, a.error) for a in served.attempts] == [
+        (A, 504, "timeout"), (A, 500, "http_5xx"), (A, 502, "http_5xx"), (B, 429, "rate_limited"), (B, 200, None),
+    ]
+    assert all(isinstance(a, AttemptRecord) and a.latency_s >= 0 for a in served.attempts)
+    last = served.attempts[-1]
+    assert last.ok and last.usage is not None and last.cost is not None
+
+
+async def test_undelivered_keeps_every_attempt_and_the_last_error() -> None:
+    h = Harness({"a": [UpstreamConnectError("x")] * 3})
+    result, _ = await h.dispatch(A)
+    assert isinstance(result, Undelivered)
+    assert [a.status for a in result.attempts] == [503, 503, 503]
+    assert isinstance(result.error, UpstreamConnectError) and not result.client_fault
+
+
+async def test_shadow_policy_makes_one_attempt_and_leaves_health_alone() -> None:
+    h = Harness({"a": [status(500)]}, threshold=1)
+    result = await h.dispatcher.dispatch(
+        Call(ALIAS, "/chat/completions", (Outbound(A, {"model": "model-a"}),), False, "req-1-shadow"), SHADOW
+    )
+    assert isinstance(result, Undelivered)
+    assert h.calls("a") == 1 and h.sleeps == []
+    assert h.breakers.state(A.key) == "closed"
+    assert h.sample("cutover_upstream_errors_total", provider="a", model="model-a", reason="http_5xx") is None
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
-from providers.base import (
+from providers.base import UpstreamRequest
+from providers.errors import (
     UpstreamConnectError,
     UpstreamProtocolError,
-    UpstreamRequest,
     UpstreamStatusError,
     UpstreamStreamBroken,
     UpstreamTimeout,

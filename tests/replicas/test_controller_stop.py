@@ -13,17 +13,18 @@ from __future__ import annotations
 import asyncio
 
 from migration.controller import LEASE, Controller
-from migration.runtime import MigrationRuntime
+from migration.live import LiveMigrations
 from migration.service import MigrationService
+from migration.sync import StoreSync
 from store.memory import MemoryStore
 from telemetry.metrics import Metrics
 
 
-class SwallowingRuntime(MigrationRuntime):
+class SwallowingSync(StoreSync):
     """Its second sync waits on `gate`, and the first cancel arriving meanwhile is swallowed."""
 
-    def __init__(self, store: MemoryStore, metrics: Metrics) -> None:
-        super().__init__(store, metrics, "replica-a")
+    def __init__(self, store: MemoryStore, live: LiveMigrations, metrics: Metrics) -> None:
+        super().__init__(store, live, metrics.migration, "replica-a")
         self.syncs = 0
         self.waiting = asyncio.Event()
         self.gate = asyncio.Event()
@@ -45,9 +46,10 @@ def _controller_loops() -> list[asyncio.Task[object]]:
 
 async def test_stop_ends_the_loop_and_releases_the_lease_when_a_cancel_is_swallowed() -> None:
     store, metrics = MemoryStore(), Metrics()
-    runtime = SwallowingRuntime(store, metrics)
-    service = MigrationService(store, runtime, metrics, lambda: {}, lambda: {})
-    controller = Controller(service, runtime, metrics, sync_interval_s=0.05, lease_ttl_s=30)
+    live = LiveMigrations(metrics.migration)
+    runtime = SwallowingSync(store, live, metrics)
+    service = MigrationService(store, live, runtime, metrics.migration, lambda: {}, lambda: {})
+    controller = Controller(service, live, runtime, metrics.migration, sync_interval_s=0.05, lease_ttl_s=30)
     controller.start()
     await asyncio.wait_for(runtime.waiting.wait(), 5)
     assert controller.leader, "the first round should have taken the lease"

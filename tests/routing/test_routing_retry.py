@@ -6,7 +6,7 @@ import pytest
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from config.schema import RetryConfig
-from providers.base import (
+from providers.errors import (
     UpstreamConnectError,
     UpstreamProtocolError,
     UpstreamStatusError,

@@ -1,0 +1,71 @@
+"""The inbound dialect seam of the pipeline.
+
+The pipeline parses a body with its endpoint's dialect into a `ClientRequest`
+whose payload is canonical (OpenAI Chat Completions, or embeddings), and renders
+what comes back with the same dialect: the answer's body, each stream event as a
+frame, the stream's last frames, and every error in the caller's own error shape.
+The canonical dialect itself passes bytes through untouched: that is the fast path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.errors import GatewayError
+from providers.base import UpstreamReply
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRequest:
+    model: str
+    # Canonical, as parsed once; the model is replaced per target when the call is prepared.
+    payload: dict[str, Any]
+    stream: bool
+    # The client's body size: a bound on its tokens, so small requests skip counting.
+    body_size: int
+    max_output_tokens: int
+    # Streams: the client asked for the usage chunk (the gateway always asks upstream for it).
+    wants_usage: bool
+
+
+class StreamFrames(Protocol):
+    """Turns one stream's upstream events into client frames; one instance per stream (it may keep state)."""
+
+    content_type: bytes
+
+    def event(self, data: bytes, usage_chunk: Mapping[str, Any] | None) -> bytes | None:
+        """The frame for one upstream data payload (`usage_chunk`: it parsed, when it carries usage);
+        None to leave it out."""
+        ...
+
+    def end(self, trailer: bytes) -> bytes:
+        """The last bytes after a complete stream; `trailer` is an SSE comment the gateway adds (the cost)."""
+        ...
+
+    def broken(self) -> bytes:
+        """The last bytes when the upstream broke off: an error, never a clean-looking end."""
+        ...
+
+
+class InboundDialect(Protocol):
+    # Metric label and log field of the endpoint ("chat", "embeddings").
+    endpoint: str
+    # The canonical upstream call the requests become.
+    upstream_path: str
+    # Whether requests are fitted to a context window and may be copied to a shadow target.
+    fits_context: bool
+    shadowable: bool
+
+    def parse(self, body: bytes) -> ClientRequest: ...
+
+    def answer_body(self, reply: UpstreamReply) -> bytes: ...
+
+    def stream_frames(self, request: ClientRequest) -> StreamFrames: ...
+
+    def error_body(self, error: GatewayError) -> bytes: ...
+
+    def upstream_error_body(self, status: int, body: bytes) -> bytes:
+        """An upstream's own 4xx about the request, in the caller's error shape."""
+        ...

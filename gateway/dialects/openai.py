@@ -1,0 +1,72 @@
+"""What every OpenAI-dialect endpoint shares: body checks that name the offending field, and the error envelope.
+
+Each rejection names the field in `param`, as OpenAI's own API does, so SDKs and
+their users see which field to fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.errors import GatewayError, InvalidRequest
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise InvalidRequest("The request body is empty; send a JSON object.")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request. The body must be valid JSON."
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return data
+
+
+def require_model(data: dict[str, Any]) -> str:
+    model = data.get("model")
+    if model is None:
+        raise InvalidRequest("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("Invalid type for 'model': expected a non-empty string.", param="model",
+                             code="invalid_type")
+    return model
+
+
+def optional_int(data: dict[str, Any], field: str, minimum: int) -> int | None:
+    value = data.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(f"Invalid type for '{field}': expected an integer.", param=field, code="invalid_type")
+    if value < minimum:
+        raise InvalidRequest(f"Invalid '{field}': must be at least {minimum}.", param=field, code="invalid_value")
+    return value
+
+
+def optional_number(data: dict[str, Any], field: str) -> None:
+    value = data.get(field)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise InvalidRequest(f"Invalid type for '{field}': expected a number.", param=field, code="invalid_type")
+
+
+class OpenAIErrors:
+    """Errors as OpenAI's `{"error": {"message", "type", "param", "code"}}`, so the SDKs raise their matching class."""
+
+    def error_body(self, error: GatewayError) -> bytes:
+        return error.to_json()
+
+    def upstream_error_body(self, status: int, body: bytes) -> bytes:
+        """The upstream's own 4xx body when it is already OpenAI-shaped; wrapped otherwise."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("error"), dict):
+            return body
+        message = f"The upstream provider rejected the request with status {status}."
+        return InvalidRequest(message, code="upstream_rejected").to_json()

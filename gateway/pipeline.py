@@ -1,0 +1,204 @@
+"""One POST endpoint of the proxy, stage by stage, as raw ASGI.
+
+    authenticate   the client's key, compared in constant time           gateway.auth
+    read           the body, under the size limit                        gateway.http
+    parse          the endpoint's dialect -> a canonical ClientRequest   gateway.dialects
+    resolve alias  the model name -> a route (ordered targets)           gateway.aliases, routing.table
+    decide arm     a migrated alias: which arm serves, any shadow copy   migration.live, migration.shadow
+    fit context    each target's payload, fitted to its context window   routing.context
+    dispatch       attempts over the targets: retries, fallback          providers.dispatch
+    relay          the answer back in the client's dialect               gateway.relay
+    record         one frozen RequestRecord: metrics, log, migration     gateway.record
+
+Each stage takes what the ones before it returned and returns its own result;
+none calls back into another. A failure at any stage is one `GatewayError` (or an
+upstream's own 4xx about the request), answered in the client's dialect; the
+record stage runs whatever happened. FastAPI stays off this path: its
+per-request machinery costs more than everything else the gateway does here
+(bench/README.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from gateway.aliases import resolve
+from gateway.auth import KeyRing
+from gateway.dialects.base import ClientRequest, InboundDialect
+from gateway.errors import GatewayError, UpstreamPassthrough
+from gateway.failures import undelivered_error
+from gateway.http import (
+    ClientDisconnected,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    header,
+    new_request_id,
+    read_body,
+    send_response,
+)
+from gateway.record import ArmChoice, Recorder, RequestRecord
+from gateway.relay import Answer, relay_stream, respond
+from metering.meter import Meter
+from metering.pricing import ZERO
+from migration.live import LiveMigrations
+from migration.shadow import ShadowRunner
+from providers.dispatch import Call, Delivered, Dispatcher, Undelivered
+from routing.context import ContextFitter
+from routing.table import Route, RouteTable
+from telemetry.metrics import UNKNOWN
+from telemetry.request_metrics import RequestMetrics
+
+_log = logging.getLogger("cutover.gateway")
+
+
+class Pipeline:
+    def __init__(
+        self,
+        dialect: InboundDialect,
+        *,
+        keys: KeyRing,
+        max_body_bytes: int,
+        routes: RouteTable,
+        migrations: LiveMigrations,
+        shadow: ShadowRunner,
+        fitter: ContextFitter,
+        dispatcher: Dispatcher,
+        meter: Meter,
+        recorder: Recorder,
+        metrics: RequestMetrics,
+    ) -> None:
+        self.dialect = dialect
+        self._keys = keys
+        self._max_body_bytes = max_body_bytes
+        self._routes = routes
+        self._migrations = migrations
+        self._shadow = shadow
+        self._fitter = fitter
+        self._dispatcher = dispatcher
+        self._meter = meter
+        self._recorder = recorder
+        self._in_flight = metrics.in_flight_gauge(dialect.endpoint)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        request_id = new_request_id()
+        base: Headers = [(b"x-request-id", request_id.encode())]
+        dialect = self.dialect
+        client: str | None = None
+        request: ClientRequest | None = None
+        route: Route | None = None
+        arm: ArmChoice | None = None
+        dispatched: Delivered | Undelivered | None = None
+        answer: Answer | None = None
+        failed: tuple[int, str] | None = None
+        self._in_flight.inc()
+        try:
+            client = self._keys.identify(header(scope, b"authorization"))
+            body = await read_body(receive, self._max_body_bytes, header(scope, b"content-length"))
+            request = dialect.parse(body)
+            route = resolve(self._routes, request.model)
+            route, arm = self._decide_arm(scope, route, request, client, request_id)
+            fitted = self._fitter.fit(
+                route, request.payload, stream=request.stream, count_messages=dialect.fits_context,
+                body_size=request.body_size, max_output_tokens=request.max_output_tokens,
+            )
+            dispatched = await self._dispatcher.dispatch(Call(
+                route.alias, dialect.upstream_path, fitted.outbound, request.stream, request_id,
+                idempotency_key=_text(header(scope, b"idempotency-key")), client=client,
+            ))
+            if isinstance(dispatched, Undelivered):
+                raise undelivered_error(dispatched, route.alias, fitted.overflow)
+            keep = arm is not None and arm.pair is not None
+            if dispatched.stream is not None:
+                answer = await relay_stream(
+                    send, receive, dialect, request, dispatched, self._meter, started, base, keep
+                )
+            else:
+                answer = await respond(send, dialect, dispatched, started, base, keep)
+        except GatewayError as exc:
+            failed = (exc.status, exc.code or exc.type)
+            extra = [(k.encode(), v.encode()) for k, v in exc.headers.items()]
+            await send_response(send, exc.status, dialect.error_body(exc), base + extra)
+        except UpstreamPassthrough as exc:
+            failed = (exc.status, "upstream_client_error")
+            await send_response(send, exc.status, dialect.upstream_error_body(exc.status, exc.body), base)
+        except ClientDisconnected:
+            failed = (499, "client_disconnected")
+        except Exception:
+            _log.exception("unexpected failure", extra={"fields": {"request_id": request_id}})
+            failed = (500, "internal_error")
+            error = GatewayError(
+                f"The gateway failed unexpectedly; the error is logged under request id {request_id}."
+            )
+            await send_response(send, error.status, dialect.error_body(error), base)
+        finally:
+            self._in_flight.dec()
+            self._recorder.record(_record(
+                request_id, dialect.endpoint, started, client, request, route, arm, dispatched, answer, failed
+            ))
+
+    def _decide_arm(
+        self, scope: Scope, route: Route, request: ClientRequest, client: str, request_id: str
+    ) -> tuple[Route, ArmChoice | None]:
+        """A migrated alias: the arm's targets (and maybe a shadow copy); otherwise the route as configured."""
+        sticky_header = self._migrations.sticky_header(route.alias)
+        if sticky_header is None:
+            return route, None
+        sticky = header(scope, sticky_header)
+        decision = self._migrations.decide(
+            route, request.payload, sticky.decode("latin-1") if sticky else None, client
+        )
+        if decision is None:
+            return route, None
+        pair = None
+        if decision.shadow_target is not None and self.dialect.shadowable:
+            pair = self._shadow.launch(
+                decision, route.alias, request.payload, request.stream, self.dialect.upstream_path, request_id
+            )
+        return Route(route.alias, decision.targets, route.on_context_overflow), ArmChoice(decision, pair)
+
+
+def _record(
+    request_id: str, endpoint: str, started: float, client: str | None, request: ClientRequest | None,
+    route: Route | None, arm: ArmChoice | None, dispatched: Delivered | Undelivered | None, answer: Answer | None,
+    failed: tuple[int, str] | None,
+) -> RequestRecord:
+    latency = time.perf_counter() - started
+    waited = dispatched.waited_s if dispatched is not None else 0.0
+    attempts = dispatched.attempts if dispatched is not None else ()
+    if answer is not None:
+        attempts = (*attempts[:-1], answer.attempt)
+    served = dispatched.outbound if isinstance(dispatched, Delivered) else None
+    if answer is not None:
+        status, error = answer.status, answer.error
+    else:
+        status, error = failed if failed is not None else (500, "internal_error")
+    final = answer.attempt if answer is not None else None
+    return RequestRecord(
+        request_id=request_id,
+        endpoint=endpoint,
+        alias=route.alias if route is not None else UNKNOWN,
+        client=client,
+        stream=request.stream if request is not None else False,
+        status=status,
+        error=error,
+        served_by=served.target if served is not None else None,
+        attempts=attempts,
+        usage=final.usage if final is not None else None,
+        cost=final.cost if final is not None and final.cost is not None else ZERO,
+        latency_s=latency,
+        overhead_s=max(0.0, latency - waited),
+        ttft_s=answer.ttft_s if answer is not None else None,
+        dropped_messages=served.dropped_messages if served is not None else 0,
+        stream_broke=answer.stream_broke if answer is not None else False,
+        arm=arm,
+        answer_data=answer.data if answer is not None else None,
+        answer_events=answer.events if answer is not None else (),
+    )
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1")[:200] if value else None

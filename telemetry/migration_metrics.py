@@ -1,0 +1,84 @@
+"""Metrics of migrations: per-arm traffic, phases and weights, verdicts and transitions, shadow pairs, the store."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from telemetry import buckets
+
+
+class MigrationMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.arm_requests = Counter(
+            "cutover_migration_requests", "Requests of a migrated alias by arm (baseline, candidate, shadow).",
+            ["migration", "arm", "status_class"], registry=registry,
+        )
+        self.arm_duration = Histogram(
+            "cutover_migration_request_duration_seconds", "Latency per migration arm.",
+            ["migration", "arm"], buckets=buckets.LATENCY, registry=registry,
+        )
+        self.arm_ttft = Histogram(
+            "cutover_migration_time_to_first_token_seconds", "Streams: time to first token per migration arm.",
+            ["migration", "arm"], buckets=buckets.LATENCY, registry=registry,
+        )
+        self.arm_cost = Counter(
+            "cutover_migration_cost_usd", "Spend per migration arm; the shadow arm is its own ledger.",
+            ["migration", "arm"], registry=registry,
+        )
+        self.phase = Gauge(
+            "cutover_migration_phase", "1 for the migration's current phase, 0 for the others.",
+            ["migration", "phase"], registry=registry, multiprocess_mode="livemax",
+        )
+        self.paused_by_gates = Gauge(
+            "cutover_migration_paused_by_gates",
+            "1 while the migration is paused because a step stayed inconclusive past max_step_s, else 0.",
+            ["migration"], registry=registry, multiprocess_mode="livemax",
+        )
+        self.candidate_weight = Gauge(
+            "cutover_migration_candidate_weight_ratio", "Share of live traffic the candidate serves (0..1).",
+            ["migration"], registry=registry, multiprocess_mode="livemax",
+        )
+        self.shadow_share = Gauge(
+            "cutover_migration_shadow_ratio", "Share of traffic copied to the shadow arm (0..1).",
+            ["migration"], registry=registry, multiprocess_mode="livemax",
+        )
+        self.verdicts = Counter(
+            "cutover_migration_verdicts", "Gate results at each analysis tick.",
+            ["migration", "gate", "result"], registry=registry,
+        )
+        self.transitions = Counter(
+            "cutover_migration_transitions", "Migration state changes, by the event that caused them.",
+            ["migration", "event", "to_phase"], registry=registry,
+        )
+        self.rollbacks = Counter(
+            "cutover_migration_rollbacks", "Rollbacks, by cause (a gate name, critical, or manual).",
+            ["migration", "reason"], registry=registry,
+        )
+        self.shadow_requests = Counter(
+            "cutover_shadow_requests", "Shadow copies: sent, dropped (queue full), excluded, failed, compared.",
+            ["migration", "outcome"], registry=registry,
+        )
+        self.shadow_agreement = Counter(
+            "cutover_shadow_agreements", "Compared shadow pairs that agreed, per check (overall = the headline).",
+            ["migration", "check"], registry=registry,
+        )
+        self.shadow_latency_delta = Histogram(
+            "cutover_shadow_latency_delta_seconds", "Shadow minus primary latency for each compared pair.",
+            ["migration"], buckets=buckets.DELTA, registry=registry,
+        )
+        self.shadow_similarity = Histogram(
+            "cutover_shadow_similarity", "Text similarity (0..1) of each compared pair with both sides answering.",
+            ["migration"], buckets=(0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0), registry=registry,
+        )
+        self.shadow_cost_delta = Histogram(
+            "cutover_shadow_cost_delta_usd", "Shadow minus primary cost for each compared pair.",
+            ["migration"], buckets=buckets.COST_DELTA, registry=registry,
+        )
+        self.store_up = Gauge(
+            "cutover_store_up", "1 while the shared state store answers, 0 while it cannot be reached.",
+            [], registry=registry, multiprocess_mode="livemin",
+        )
+        self.controller_leader = Gauge(
+            "cutover_controller_leader", "1 in the process that holds the migration controller lease.",
+            [], registry=registry, multiprocess_mode="livesum",
+        )

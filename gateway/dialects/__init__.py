@@ -1,7 +1,7 @@
 """Inbound dialect adapters: what a client speaks, turned into the gateway's canonical request and back.
 
     base.py        the seam: `InboundDialect` (parse, answer, stream frames, errors) and `ClientRequest`
-    openai.py      what every OpenAI-dialect endpoint shares: body checks and the error envelope
+    openai.py      what the OpenAI-dialect endpoints share: body checks, the error envelope, passthrough answers
     chat.py        POST /v1/chat/completions, the canonical dialect itself (passthrough both ways)
     embeddings.py  POST /v1/embeddings (passthrough)
 

@@ -16,9 +16,8 @@ from typing import Any
 import orjson
 
 from gateway.dialects.base import ClientRequest
-from gateway.dialects.openai import OpenAIErrors, optional_int, optional_number, parse_json_object, require_model
+from gateway.dialects.openai import CanonicalDialect, optional_int, optional_number, parse_json_object, require_model
 from gateway.errors import InvalidRequest
-from providers.base import UpstreamReply
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
@@ -114,7 +113,7 @@ class ChatFrames:
         return _BROKEN_FRAME
 
 
-class ChatCompletions(OpenAIErrors):
+class ChatCompletions(CanonicalDialect):
     endpoint = "chat"
     upstream_path = "/chat/completions"
     fits_context = True
@@ -126,9 +125,6 @@ class ChatCompletions(OpenAIErrors):
             model=payload["model"], payload=payload, stream=payload.get("stream") is True, body_size=len(body),
             max_output_tokens=max_output_tokens(payload), wants_usage=wants_stream_usage(payload),
         )
-
-    def answer_body(self, reply: UpstreamReply) -> bytes:
-        return reply.body
 
     def stream_frames(self, request: ClientRequest) -> ChatFrames:
         return ChatFrames(request.wants_usage)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.dialects.base import ClientRequest, StreamFrames
-from gateway.dialects.openai import OpenAIErrors, parse_json_object, require_model
+from gateway.dialects.openai import CanonicalDialect, parse_json_object, require_model
 from gateway.errors import InvalidRequest
-from providers.base import UpstreamReply
 
 
 def parse_embeddings_request(body: bytes) -> dict[str, Any]:
@@ -33,7 +32,7 @@ def parse_embeddings_request(body: bytes) -> dict[str, Any]:
     return data
 
 
-class Embeddings(OpenAIErrors):
+class Embeddings(CanonicalDialect):
     endpoint = "embeddings"
     upstream_path = "/embeddings"
     fits_context = False
@@ -45,9 +44,6 @@ class Embeddings(OpenAIErrors):
             model=payload["model"], payload=payload, stream=False, body_size=len(body), max_output_tokens=0,
             wants_usage=False,
         )
-
-    def answer_body(self, reply: UpstreamReply) -> bytes:
-        return reply.body
 
     def stream_frames(self, request: ClientRequest) -> StreamFrames:
         raise AssertionError("embeddings are never streamed")

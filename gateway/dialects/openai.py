@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import GatewayError, InvalidRequest
+from providers.base import UpstreamReply
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -54,8 +55,12 @@ def optional_number(data: dict[str, Any], field: str) -> None:
         raise InvalidRequest(f"Invalid type for '{field}': expected a number.", param=field, code="invalid_type")
 
 
-class OpenAIErrors:
-    """Errors as OpenAI's `{"error": {"message", "type", "param", "code"}}`, so the SDKs raise their matching class."""
+class CanonicalDialect:
+    """A dialect the upstreams speak too: answers pass through as they came. Errors are OpenAI's
+    `{"error": {"message", "type", "param", "code"}}`, so the SDKs raise their matching class."""
+
+    def answer_body(self, reply: UpstreamReply) -> bytes:
+        return reply.body
 
     def error_body(self, error: GatewayError) -> bytes:
         return error.to_json()

@@ -21,7 +21,7 @@ from gateway.errors import (
     ServiceUnavailable,
     UpstreamPassthrough,
 )
-from gateway.failures import final_error, undelivered_error
+from gateway.failures import undelivered_error
 from metering.meter import Meter
 from metering.pricing import PriceBook
 from metering.tokens import TokenCounter
@@ -404,34 +404,3 @@ async def test_shadow_policy_makes_one_attempt_and_leaves_health_alone() -> None
     assert h.calls("a") == 1 and h.sleeps == []
     assert h.breakers.state(A.key) == "closed"
     assert h.sample("cutover_upstream_errors_total", provider="a", model="model-a", reason="http_5xx") is None
-
-
-@pytest.mark.parametrize(
-    ("error", "cls", "headers"),
-    [
-        (status(429, retry_after=2.2), RateLimited, {"retry-after": "3"}),
-        (status(429, retry_after=0.0), RateLimited, {"retry-after": "1"}),
-        (status(429), RateLimited, {"retry-after": "1"}),
-        (status(401), BadGateway, {}),
-        (status(403), BadGateway, {}),
-        (status(408), GatewayTimeout, {}),
-        (status(500), BadGateway, {}),
-        (status(502), BadGateway, {}),
-        (status(503), ServiceUnavailable, {}),
-        (UpstreamTimeout("x"), GatewayTimeout, {}),
-        (UpstreamConnectError("x"), ServiceUnavailable, {}),
-        (UpstreamProtocolError("x"), BadGateway, {}),
-        (UpstreamStreamBroken("x"), BadGateway, {}),
-        (None, BadGateway, {}),
-    ],
-)
-def test_final_error_mapping(error: ProviderError | None, cls: type[GatewayError], headers: dict[str, str]) -> None:
-    err = final_error(error, ALIAS)
-    assert type(err) is cls
-    assert err.headers == headers
-    assert ALIAS in err.message
-
-
-def test_rate_limited_message_matches_header() -> None:
-    err = final_error(status(429, retry_after=0.0), ALIAS)
-    assert f"retry after {err.headers['retry-after']} s" in err.message

@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 
 from config.schema import ModelRoute
+from providers.target import TargetRef
 from routing.context import fit_oldest_first as fit
 from routing.context import may_overflow
-from routing.table import RouteTable, TargetRef
+from routing.table import RouteTable
 
 FRAMING = 3  # routing.context adds this on top of the messages
 

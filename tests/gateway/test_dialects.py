@@ -1,33 +1,17 @@
-"""Client body checks (each naming its param), client-key auth, and the OpenAI error shape."""
+"""Inbound dialects: client bodies checked once (each rejection naming its param), chat stream frames,
+and errors in the OpenAI envelope, the upstream's own included."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import orjson
 import pytest
 
-from config.schema import AuthConfig, ClientKey
-from gateway.auth import KeyRing, hash_key
-from gateway.dialects.chat import max_output_tokens, parse_chat_request, wants_stream_usage
-from gateway.dialects.embeddings import parse_embeddings_request
+from gateway.dialects.chat import ChatCompletions, ChatFrames, max_output_tokens, parse_chat_request, wants_stream_usage
+from gateway.dialects.embeddings import Embeddings, parse_embeddings_request
 from gateway.dialects.openai import parse_json_object
-from gateway.errors import (
-    AuthenticationFailed,
-    BadGateway,
-    ContextLengthExceeded,
-    GatewayError,
-    GatewayTimeout,
-    InvalidRequest,
-    MethodNotAllowed,
-    NotFound,
-    PayloadTooLarge,
-    PermissionDenied,
-    RateLimited,
-    ServiceUnavailable,
-    UpstreamPassthrough,
-)
+from gateway.errors import InvalidRequest, NotFound
 
 USER = {"role": "user", "content": "hi"}
 # Marks a field to leave out of the body entirely (None would send an explicit null).
@@ -181,108 +165,34 @@ def test_wants_stream_usage() -> None:
     assert not wants_stream_usage({})
 
 
-# --- auth --------------------------------------------------------------------------
+def test_the_chat_dialect_reads_what_the_pipeline_needs() -> None:
+    body = chat(stream=True, max_completion_tokens=50, stream_options={"include_usage": True})
+    request = ChatCompletions().parse(body)
+    assert (request.model, request.stream, request.body_size, request.max_output_tokens, request.wants_usage) == (
+        "gpt-4", True, len(body), 50, True)
+    assert request.payload == orjson.loads(body)
+    embedded = Embeddings().parse(b'{"model": "e", "input": "x", "stream": true}')
+    assert (embedded.stream, embedded.max_output_tokens, embedded.wants_usage) == (False, 0, False)
 
 
-def test_hash_key_format() -> None:
-    digest = hash_key("sk-a")
-    assert digest == "sha256:" + hashlib.sha256(b"sk-a").hexdigest()
-    prefix, _, hexpart = digest.partition(":")
-    assert prefix == "sha256"
-    assert len(hexpart) == 64
-    assert set(hexpart) <= set("0123456789abcdef")
-    # What hash-key prints must be accepted by the config schema.
-    assert ClientKey(name="a", hash=digest).hash == digest
+def test_chat_frames_keep_the_usage_chunk_only_when_the_client_asked() -> None:
+    usage = {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+    data = orjson.dumps(usage)
+    assert ChatFrames(client_wants_usage=False).event(data, usage) is None
+    assert ChatFrames(client_wants_usage=True).event(data, usage) == b"data: " + data + b"\n\n"
+    # A chunk with choices and usage is content: it always goes through.
+    with_choice = {**usage, "choices": [{"index": 0, "delta": {"content": "x"}}]}
+    assert ChatFrames(False).event(orjson.dumps(with_choice), with_choice) is not None
+    assert ChatFrames(False).end(b": c\n\n") == b": c\n\ndata: [DONE]\n\n"
+    broken = ChatFrames(False).broken()
+    assert b"[DONE]" not in broken and orjson.loads(broken.removeprefix(b"data: "))["error"]["code"] == "stream_broken"
 
 
-def _ring() -> KeyRing:
-    return KeyRing.from_config(
-        AuthConfig(keys=[ClientKey(name="alpha", hash=hash_key("sk-a")), ClientKey(name="beta", hash=hash_key("sk-b"))])
-    )
-
-
-@pytest.mark.parametrize(
-    ("header", "name"),
-    [(b"Bearer sk-a", "alpha"), (b"Bearer sk-b", "beta"), (b"bearer sk-b", "beta"), (b"Bearer  sk-a ", "alpha")],
-)
-def test_identify_right_key(header: bytes, name: str) -> None:
-    assert _ring().identify(header) == name
-
-
-@pytest.mark.parametrize(
-    "header",
-    [None, b"", b"Bearer sk-c", b"Bearer sk-A", b"Bearer", b"Bearer    ", b"Basic c2stYQ==", b"sk-a", b"Token sk-a"],
-)
-def test_identify_rejects(header: bytes | None) -> None:
-    with pytest.raises(AuthenticationFailed) as caught:
-        _ring().identify(header)
-    assert caught.value.status == 401
-    # Never echo what was presented: it may be someone's real key sent to the wrong place.
-    token = (header or b"").partition(b" ")[2].strip().decode()
-    if token:
-        assert token not in caught.value.message
-
-
-def test_mode_none_is_open() -> None:
-    ring = KeyRing.from_config(AuthConfig(mode="none"))
-    assert ring.open_access
-    assert ring.identify(None) == "anonymous"
-    assert ring.identify(b"Bearer anything") == "anonymous"
-
-
-def test_keyring_with_no_keys_rejects_everything() -> None:
-    ring = KeyRing.from_config(AuthConfig(mode="keys", keys=[]))
-    with pytest.raises(AuthenticationFailed):
-        ring.identify(b"Bearer sk-a")
-
-
-# --- errors ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("cls", "status", "type_", "code"),
-    [
-        (GatewayError, 500, "api_error", "internal_error"),
-        (InvalidRequest, 400, "invalid_request_error", None),
-        (ContextLengthExceeded, 400, "invalid_request_error", "context_length_exceeded"),
-        (AuthenticationFailed, 401, "authentication_error", "invalid_api_key"),
-        (PermissionDenied, 403, "permission_error", "permission_denied"),
-        (NotFound, 404, "invalid_request_error", "not_found"),
-        (MethodNotAllowed, 405, "invalid_request_error", "method_not_allowed"),
-        (PayloadTooLarge, 413, "invalid_request_error", "request_too_large"),
-        (RateLimited, 429, "rate_limit_error", "rate_limit_exceeded"),
-        (BadGateway, 502, "upstream_error", "bad_gateway"),
-        (ServiceUnavailable, 503, "service_unavailable", "no_healthy_upstream"),
-        (GatewayTimeout, 504, "timeout_error", "upstream_timeout"),
-    ],
-)
-def test_error_classes_render_openai_shape(cls: type[GatewayError], status: int, type_: str, code: str | None) -> None:
-    err = cls("something went wrong")
-    assert err.status == status
-    assert isinstance(err, GatewayError)
-    expected = {"error": {"message": "something went wrong", "type": type_, "param": None, "code": code}}
-    assert err.body() == expected
-    assert orjson.loads(err.to_json()) == expected
-    assert err.headers == {}
-    assert str(err) == "something went wrong"
-
-
-def test_error_param_code_and_headers() -> None:
-    err = RateLimited("slow down", param="model", code="custom", headers={"retry-after": "3"})
-    assert err.body()["error"] == {"message": "slow down", "type": "rate_limit_error", "param": "model",
-                                   "code": "custom"}
-    assert err.headers == {"retry-after": "3"}
-    # An override on one instance must not leak into the class default.
-    assert RateLimited("x").code == "rate_limit_exceeded"
-
-
-def test_context_length_is_an_invalid_request() -> None:
-    assert isinstance(ContextLengthExceeded("too long"), InvalidRequest)
-
-
-def test_upstream_passthrough_carries_upstream_answer() -> None:
-    exc = UpstreamPassthrough(422, b'{"error": "bad"}')
-    assert exc.status == 422
-    assert exc.body == b'{"error": "bad"}'
-    assert exc.content_type == "application/json"
-    assert not isinstance(exc, GatewayError)
+def test_errors_render_in_the_openai_envelope_the_upstreams_own_kept_when_it_is_one() -> None:
+    dialect = ChatCompletions()
+    assert orjson.loads(dialect.error_body(NotFound("no", code="model_not_found")))["error"]["code"] == (
+        "model_not_found")
+    own = b'{"error": {"message": "max_tokens too large", "param": "max_tokens"}}'
+    assert dialect.upstream_error_body(400, own) == own
+    wrapped = orjson.loads(dialect.upstream_error_body(422, b"<html>nope</html>"))
+    assert wrapped["error"]["code"] == "upstream_rejected" and "422" in wrapped["error"]["message"]

@@ -1,4 +1,5 @@
-"""Configuration: the schema, the loader, and the shipped YAML files."""
+"""Configuration: the schema (base.py, schema.py, migration.py for migration plans), the loader, and the
+shipped YAML files. Read and validated once, into frozen objects; nothing here imports the rest of cutover."""
 
 from config.loader import ConfigError, load_config, parse_config
 from config.schema import GatewayConfig

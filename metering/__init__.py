@@ -1,1 +1,7 @@
-"""What a call cost: token usage (as reported, or counted with tiktoken) and its price in exact USD."""
+"""What a call cost.
+
+    usage.py    token usage: as the upstream reported it, or estimated (the one UsageEstimator)
+    tokens.py   tiktoken counting, offline
+    pricing.py  per-million-token prices from the config, exact Decimal USD
+    meter.py    usage and price of one answered call, in one step
+"""

@@ -1,1 +1,1 @@
-"""Prometheus metrics and structured request logs."""
+"""Prometheus metrics, one group per subsystem over one registry (metrics.py), and structured JSON logs."""

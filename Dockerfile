@@ -8,12 +8,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+# Every package of pyproject.toml's include list (tests/test_dockerfile.py keeps the two in step).
 COPY gateway ./gateway
+COPY migration ./migration
+COPY planner ./planner
 COPY routing ./routing
 COPY providers ./providers
+COPY metering ./metering
+COPY store ./store
+COPY telemetry ./telemetry
 COPY config ./config
 COPY simulator ./simulator
-COPY telemetry ./telemetry
 RUN pip install . \
     && useradd --system --uid 10001 --home-dir /app cutover
 

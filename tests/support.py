@@ -1,23 +1,29 @@
-"""Harness for tests that need a real gateway on a loopback port.
+"""Harness for tests that need a real gateway on a loopback port, and the test suite's shared helpers.
 
 `BackgroundGateway` runs uvicorn with `create_app(config)` on its own event loop
 in a daemon thread, so the synchronous `openai` SDK can call it over a real
 socket. `gateway_config` builds a validated config from a few arguments.
+
+`wait_for` is the one way a test waits for something to happen, and `ServerProcess`
+the one way it runs a server as a subprocess (`cutover serve`, Prometheus, Redis).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self, TypeVar
 
 import httpx
 import uvicorn
@@ -27,6 +33,24 @@ from config.schema import GatewayConfig
 from gateway.app import CutoverApp, create_app
 
 CLIENT_KEY = "sk-test-client"
+ROOT = Path(__file__).resolve().parents[1]
+
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], *, timeout: float, what: str, every: float = 0.02) -> T:
+    """Poll `predicate` until it returns something truthy and return that; AssertionError naming `what`
+    at the deadline. `every` is the sampling period of the observation: a predicate that costs the
+    system under test real work (a Prometheus query, a scrape of a busy server) is sampled less often.
+    A caller that needs the moment it first held takes time.monotonic() right after this returns."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(every)
 
 
 def cutover_command() -> list[str]:
@@ -37,12 +61,48 @@ def cutover_command() -> list[str]:
 
 @dataclass
 class ServerProcess:
-    """A server a test started as a subprocess (`cutover serve`, Prometheus...), its output in `log`."""
+    """A server a test started as a subprocess (`cutover serve`, Prometheus, Redis...), its output in `log`."""
 
     name: str
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
+
+    @classmethod
+    def start(
+        cls,
+        name: str,
+        command: Sequence[str],
+        *,
+        port: int,
+        log: Path,
+        cwd: Path = ROOT,
+        env: Mapping[str, str] | None = None,
+        with_stdout: bool = False,
+    ) -> Self:
+        """Start `command`, its stderr (and its stdout if `with_stdout`, else nowhere) appended to `log`.
+
+        Appended, so a server started again on the same log (Redis after a kill) keeps the first one's tail."""
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                list(command), cwd=cwd, env=None if env is None else dict(env),
+                stdout=out if with_stdout else subprocess.DEVNULL, stderr=subprocess.STDOUT if with_stdout else out,
+            )
+        return cls(name, proc, port, log)
+
+    @classmethod
+    def cutover_serve(
+        cls, name: str, config: Path, *, log: Path, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+    ) -> Self:
+        """`cutover serve --config <config> --port <a free port> <args> --quiet`; `env` is added to this
+        process's environment, from which PROMETHEUS_MULTIPROC_DIR is removed: the CLI sets up its own
+        for its workers unless the test asks for a directory it can look inside."""
+        port = free_port()
+        environment = dict(os.environ)
+        environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        environment.update(env or {})
+        command = [*cutover_command(), "serve", "--config", str(config), "--port", str(port), *args, "--quiet"]
+        return cls.start(name, command, port=port, log=log, env=environment)
 
     @property
     def root_url(self) -> str:
@@ -54,15 +114,34 @@ class ServerProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def answers(self, path: str, client: httpx.Client | None = None) -> bool:
-        """Whether GET `path` answers 200 now; an AssertionError with its output once the process has exited."""
+    def check_alive(self) -> None:
+        """AssertionError with the tail of its log once the process has exited: waiting on it is pointless."""
         if not self.alive():
             raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.stderr()}")
+
+    def answers(self, path: str, client: httpx.Client | None = None) -> bool:
+        """Whether GET `path` answers 200 now; an AssertionError with its output once the process has exited."""
+        self.check_alive()
         try:
             get = client.get if client is not None else httpx.get
             return get(f"{self.root_url}{path}", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def wait_ready(self, probe: Callable[[], bool], *, timeout: float, what: str, every: float = 0.02) -> None:
+        """Poll `probe` until it holds; fails at once, with the log, if the process exits meanwhile."""
+
+        def ready() -> bool:
+            self.check_alive()
+            return probe()
+
+        wait_for(ready, timeout=timeout, what=f"{self.name} to {what}", every=every)
+
+    def wait_answers(
+        self, path: str, *, timeout: float, client: httpx.Client | None = None, every: float = 0.02
+    ) -> None:
+        """Wait until GET `path` answers 200."""
+        self.wait_ready(lambda: self.answers(path, client), timeout=timeout, what=f"answer {path}", every=every)
 
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM, and SIGKILL if it has not exited within `grace_s`."""
@@ -73,6 +152,11 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no shutdown, no last write, nothing released."""
+        self.proc.kill()
+        self.proc.wait(timeout=10)
 
 
 def free_port() -> int:
@@ -129,8 +213,6 @@ class BackgroundGateway:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> BackgroundGateway:
-        import os
-
         if self._env:
             os.environ.update(self._env)
         self.app = create_app(self.config)

@@ -24,16 +24,14 @@ server scraping the gateway every second with the shipped alert rules loaded.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
-import subprocess
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +40,8 @@ import yaml
 
 from gateway.auth import hash_key
 from simulator import BackgroundSimulator, SimulationSettings
-from tests.support import CLIENT_KEY, ServerProcess, cutover_command, free_port
+from tests.support import CLIENT_KEY, ServerProcess, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "sk-admin-dashboards"
 MIGRATION_ID = "m1"
 
@@ -94,16 +91,9 @@ PLAN = {
 BROKEN = {"error_rate": 1.0, "error_kinds": {"server_error": 1.0}}
 
 
-def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Poll until `predicate` returns something truthy (returned); AssertionError after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+# The sampling period of the scenario's observations: each costs the gateway or Prometheus real
+# work (a scrape of two workers, an API query) on a machine already busy with the client traffic.
+POLL_S = 0.2
 
 
 class Sims:
@@ -209,29 +199,20 @@ def gateway_config(sims: Sims, state_path: Path) -> dict[str, Any]:
 
 
 class Gateway(ServerProcess):
-    def __init__(self, config_path: Path, log: Path) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        env = dict(os.environ)
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the CLI makes its own for its workers
-        with log.open("wb") as err:
-            proc = subprocess.Popen(
-                [*cutover_command(), "serve", "--config", str(config_path), "--host", "127.0.0.1",
-                 "--port", str(port), "--workers", "2", "--quiet"],
-                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
-            )
-        super().__init__("cutover serve", proc, port, log)
+    """`cutover serve --workers 2` on the scenario's config."""
 
-    def ready(self) -> bool:
-        return self.answers("/readyz")
+    @classmethod
+    def launch(cls, config_path: Path, log: Path) -> Gateway:
+        return cls.cutover_serve("cutover serve", config_path, log=log,
+                                 args=["--host", "127.0.0.1", "--workers", "2"])
 
     def metrics(self) -> str:
-        response = httpx.get(f"{self.url}/metrics", timeout=10, headers={"Connection": "close"})
+        response = httpx.get(f"{self.root_url}/metrics", timeout=10, headers={"Connection": "close"})
         response.raise_for_status()
         return response.text
 
     def migration_state(self) -> dict[str, Any]:
-        response = httpx.get(f"{self.url}/admin/migrations/{MIGRATION_ID}", timeout=5,
+        response = httpx.get(f"{self.root_url}/admin/migrations/{MIGRATION_ID}", timeout=5,
                              headers={"Authorization": f"Bearer {ADMIN_KEY}"})
         response.raise_for_status()
         state: dict[str, Any] = response.json()["state"]
@@ -241,12 +222,18 @@ class Gateway(ServerProcess):
         super().stop(grace_s)
 
 
+@dataclass
 class Prometheus(ServerProcess):
     """A real Prometheus server on loopback, with its own TSDB in a temporary directory."""
 
-    def __init__(self, workdir: Path, target: str, rules: Path) -> None:
+    client: httpx.Client = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.client = httpx.Client(base_url=self.root_url, timeout=10)
+
+    @classmethod
+    def launch(cls, workdir: Path, target: str, rules: Path) -> Prometheus:
         port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
         config = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(rules)],
@@ -254,24 +241,18 @@ class Prometheus(ServerProcess):
         }
         config_path = workdir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config))
-        log = workdir / "prometheus.log"
         binary = shutil.which("prometheus")
         assert binary is not None
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [binary, f"--config.file={config_path}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-                 f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-                cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
-            )
-        super().__init__("prometheus", proc, port, log)
-        self._client = httpx.Client(base_url=self.url, timeout=10)
-
-    def ready(self) -> bool:
-        return self.answers("/-/ready", self._client)
+        return cls.start(
+            "prometheus",
+            [binary, f"--config.file={config_path}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            port=port, log=workdir / "prometheus.log", cwd=workdir, with_stdout=True,
+        )
 
     def api(self, path: str, **params: Any) -> Any:
         """GET /api/v1/<path>; the `data` of a success, AssertionError with Prometheus's own error otherwise."""
-        response = self._client.get(f"/api/v1/{path}", params=params)
+        response = self.client.get(f"/api/v1/{path}", params=params)
         body = response.json()
         if body.get("status") != "success":
             raise AssertionError(f"{path} {params}: {body.get('errorType')}: {body.get('error')}")
@@ -289,7 +270,7 @@ class Prometheus(ServerProcess):
         return any(t["health"] == "up" for t in active)
 
     def stop(self, grace_s: float = 10.0) -> None:
-        self._client.close()
+        self.client.close()
         super().stop(grace_s)
 
 
@@ -398,15 +379,15 @@ def running(workdir: Path, shipped_rules: Path) -> Iterator[tuple[Sims, Gateway,
     try:
         config_path = workdir / "cutover.yaml"
         config_path.write_text(yaml.safe_dump(gateway_config(sims, workdir / "state.sqlite")))
-        gateway = Gateway(config_path, workdir / "cutover.log")
+        gateway = Gateway.launch(config_path, workdir / "cutover.log")
         prom_dir = workdir / "prometheus"
         prom_dir.mkdir()
-        prometheus = Prometheus(prom_dir, f"127.0.0.1:{gateway.port}",
-                                rules_for_test(shipped_rules, prom_dir / "alerts.yml"))
+        prometheus = Prometheus.launch(prom_dir, f"127.0.0.1:{gateway.port}",
+                                       rules_for_test(shipped_rules, prom_dir / "alerts.yml"))
         # Spawning the workers imports the whole app in each: slow on a busy machine.
-        wait_for(gateway.ready, timeout=60, what="cutover serve to be ready")
-        wait_for(prometheus.ready, timeout=30, what="prometheus to be ready")
-        traffic = Traffic(gateway.url)
+        gateway.wait_answers("/readyz", timeout=60, every=POLL_S)
+        prometheus.wait_answers("/-/ready", timeout=30, client=prometheus.client, every=POLL_S)
+        traffic = Traffic(gateway.root_url)
         traffic.start()
         yield sims, gateway, prometheus, traffic
     finally:

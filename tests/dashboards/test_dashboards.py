@@ -49,8 +49,9 @@ from tests.dashboards.promql import (
     substitute,
     variables,
 )
-from tests.dashboards.stack import BROKEN, Gateway, Prometheus, Sims, Traffic, running, wait_for
+from tests.dashboards.stack import BROKEN, POLL_S, Gateway, Prometheus, Sims, Traffic, running
 from tests.gateway.helpers import metric
+from tests.support import wait_for
 
 ALERTS = DASHBOARDS / "alerts.yml"
 EXPECTED_UIDS = {"gateway.json": "cutover-gateway", "migration.json": "cutover-migration",
@@ -221,20 +222,21 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     with running(tmp_path_factory.mktemp("dashboards"), ALERTS) as (sims, gateway, prometheus, traffic):
         started_at = time.time()
         timings = {"gateway and prometheus up": time.monotonic() - began}
-        wait_for(prometheus.target_up, timeout=30, what="prometheus to scrape the gateway")
+        wait_for(prometheus.target_up, timeout=30, what="prometheus to scrape the gateway", every=POLL_S)
         # Healthy phase: shadow, then canary, until the candidate has its own live samples.
-        wait_for(lambda: _candidate_observed(gateway), timeout=90, what="the migration to reach canary")
+        wait_for(lambda: _candidate_observed(gateway), timeout=90, what="the migration to reach canary",
+                 every=POLL_S)
         timings["canary with candidate samples"] = time.monotonic() - began
         firing_before = prometheus.firing()
         # Degraded phase: the candidate fails every call (-> rollback); alias chat's targets fail too.
         for name in ("modern", "flaky", "backup"):
             sims.degrade(name, **BROKEN)
         wait_for(lambda: gateway.migration_state()["phase"] == "rolled_back", timeout=30,
-                 what="the degraded candidate to be rolled back")
+                 what="the degraded candidate to be rolled back", every=POLL_S)
         timings["rolled back"] = time.monotonic() - began
         expected = {("CutoverMigrationRolledBack", "m1"), ("CutoverHighErrorRatio", "chat")}
         wait_for(lambda: expected <= prometheus.firing(), timeout=60,
-                 what=f"alerts {sorted(expected)} to fire")
+                 what=f"alerts {sorted(expected)} to fire", every=POLL_S)
         timings["alerts firing"] = time.monotonic() - began
         yield Scenario(sims, gateway, prometheus, traffic, started_at, firing_before, timings)
         print(f"\ndashboards scenario timings (s): { {k: round(v, 1) for k, v in timings.items()} }; "
@@ -291,7 +293,7 @@ def test_every_alert_rule_loads_and_evaluates(scenario: Scenario) -> None:
         rules = [r for g in scenario.prometheus.api("rules")["groups"] for r in g["rules"]]
         return rules if all(r.get("lastEvaluation", "").startswith("20") for r in rules) else []
 
-    rules = wait_for(evaluated, timeout=30, what="every rule to be evaluated")
+    rules = wait_for(evaluated, timeout=30, what="every rule to be evaluated", every=POLL_S)
     assert {r["name"] for r in rules} == EXPECTED_ALERTS
     unhealthy = {r["name"]: r.get("lastError") for r in rules if r["health"] != "ok"}
     assert not unhealthy, unhealthy
@@ -332,7 +334,7 @@ def test_every_variable_and_panel_query_returns_data(scenario: Scenario) -> None
         return not failures
 
     try:
-        wait_for(all_have_data, timeout=60, what="every panel to have data", interval=1)
+        wait_for(all_have_data, timeout=60, what="every panel to have data", every=1)
     except AssertionError:
         pytest.fail("panels without data:\n" + "\n".join(f"{k}\n    {v}" for k, v in failures.items()))
 

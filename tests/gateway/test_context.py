@@ -9,8 +9,8 @@ import pytest
 
 from simulator import BackgroundSimulator
 from tests.gateway.conftest import GatewayFactory
-from tests.gateway.helpers import HELLO, assert_error, metric, route, scrape, sdk, upstream, wait_until
-from tests.support import BackgroundGateway
+from tests.gateway.helpers import HELLO, assert_error, metric, route, scrape, sdk, upstream
+from tests.support import BackgroundGateway, wait_for
 
 # About 100 tokens each with cl100k, so the arithmetic below has wide margins.
 LONG = " ".join(["apple"] * 100)
@@ -80,8 +80,8 @@ def test_truncate_oldest_keeps_system_and_newest(
     # The oldest exchange goes first; the system prompt and the recent tail stay, in order.
     assert sent == [SYSTEM, *CONVERSATION[3:]]
     assert raw.headers["x-cutover-context-truncated"] == str(len(CONVERSATION) - len(sent))
-    wait_until(lambda: metric(scrape(gw.root_url), "cutover_context_truncations_total", alias="chat") == 1,
-               what="the truncation to be counted")
+    wait_for(lambda: metric(scrape(gw.root_url), "cutover_context_truncations_total", alias="chat") == 1,
+             timeout=10, what="the truncation to be counted")
 
 
 def test_truncation_that_cannot_fit_is_400(sim: BackgroundSimulator, make_gateway: GatewayFactory) -> None:

@@ -19,9 +19,8 @@ from tests.gateway.helpers import (
     scrape,
     sdk,
     upstream,
-    wait_until,
 )
-from tests.support import BackgroundGateway
+from tests.support import BackgroundGateway, wait_for
 
 
 def served_by(gw: BackgroundGateway, *, stream: bool = False) -> str:
@@ -104,9 +103,9 @@ def test_failing_first_target_falls_back_to_second(make_sim: SimFactory, make_ga
 
     text = scrape(gw.root_url)
     assert metric(text, "cutover_fallbacks_total", alias="chat", provider="primary", model="big-model") == 1
-    wait_until(
+    wait_for(
         lambda: metric(scrape(gw.root_url), "cutover_requests_total", provider="backup", status_class="2xx") == 1,
-        what="the request to be counted against the backup",
+        timeout=10, what="the request to be counted against the backup",
     )
 
 
@@ -153,14 +152,14 @@ def test_cool_down_skips_failing_target_then_tries_it_again(
     assert len(backup.requests) == 4
 
     # After the cool-down one trial request goes to the target; it fails again and re-opens.
-    wait_until(lambda: breakers.state("primary/m") == "half_open", timeout=15, what="cool-down to end")
+    wait_for(lambda: breakers.state("primary/m") == "half_open", timeout=15, what="cool-down to end")
     assert served_by(gw) == "backup"
     assert len(primary.requests) == 3
     assert cooldowns() == 2
 
     # Once the target recovers, the next trial succeeds and it serves again.
     primary.set_settings(SimulationSettings())
-    wait_until(lambda: breakers.state("primary/m") == "half_open", timeout=15, what="second cool-down to end")
+    wait_for(lambda: breakers.state("primary/m") == "half_open", timeout=15, what="second cool-down to end")
     assert served_by(gw) == "primary"
     assert breakers.state("primary/m") == "closed"
     assert served_by(gw) == "primary"

@@ -31,9 +31,8 @@ from tests.gateway.helpers import (
     sdk,
     sse_lines,
     upstream,
-    wait_until,
 )
-from tests.support import CLIENT_KEY, BackgroundGateway
+from tests.support import CLIENT_KEY, BackgroundGateway, wait_for
 
 CHAT_MODEL = "sim-chat-large"
 EMBED_MODEL = "sim-embed-small"
@@ -269,7 +268,8 @@ def test_health_readiness_and_metrics(gw: BackgroundGateway) -> None:
     assert usage is not None
 
     # Accounting runs just after the last byte is sent, so the client can be a hair ahead of it.
-    wait_until(lambda: metric(scrape(gw.root_url), "cutover_requests_total", **labels) == 1, what="request counted")
+    wait_for(lambda: metric(scrape(gw.root_url), "cutover_requests_total", **labels) == 1, timeout=10,
+             what="request counted")
     response = httpx.get(f"{gw.root_url}/metrics", timeout=10)
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
@@ -301,9 +301,9 @@ async def test_concurrent_async_requests(sim: BackgroundSimulator, gw: Backgroun
     assert len(set(request_ids)) == 6
     assert len(sim.requests) == 10
     assert {r.request_id for r in sim.requests} >= set(request_ids)
-    wait_until(
+    wait_for(
         lambda: metric(scrape(gw.root_url), "cutover_requests_total", endpoint="chat", status_class="2xx") == 10,
-        what="ten requests counted",
+        timeout=10, what="ten requests counted",
     )
 
 

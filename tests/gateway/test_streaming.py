@@ -28,9 +28,8 @@ from tests.gateway.helpers import (
     sdk,
     sse_lines,
     upstream,
-    wait_until,
 )
-from tests.support import BackgroundGateway
+from tests.support import BackgroundGateway, wait_for
 
 
 def full_reply(gw: BackgroundGateway) -> str:
@@ -104,8 +103,8 @@ def test_mid_stream_break_raises_in_the_sdk(make_sim: SimFactory, make_gateway: 
     # Bytes had reached the client, so the gateway must not retry behind its back.
     assert recorded_outcomes(sim) == ["stream_break", "ok"]
 
-    wait_until(lambda: metric(scrape(gw.root_url), "cutover_stream_errors_total", alias="chat", provider="sim") == 1,
-               what="the broken stream to be counted")
+    wait_for(lambda: metric(scrape(gw.root_url), "cutover_stream_errors_total", alias="chat", provider="sim") == 1,
+             timeout=10, what="the broken stream to be counted")
 
 
 def test_mid_stream_break_ends_with_error_frame_and_no_done(
@@ -157,10 +156,10 @@ def test_client_disconnect_mid_stream_releases_the_upstream(
             seen += line.startswith("data: ")
             if seen == 3:
                 break
-    wait_until(lambda: bool(sim.requests) and sim.requests[0].ended_at is not None, timeout=8,
-               what="the upstream stream to be abandoned")
+    wait_for(lambda: bool(sim.requests) and sim.requests[0].ended_at is not None, timeout=8,
+             what="the upstream stream to be abandoned")
     upstream_call = sim.requests[0]
     assert upstream_call.ended_at is not None
     assert upstream_call.ended_at - upstream_call.started_at < 8, "the gateway kept reading after the client left"
-    wait_until(lambda: metric(scrape(gw.root_url), "cutover_in_flight_requests", endpoint="chat") == 0,
-               what="the in-flight gauge to drop")
+    wait_for(lambda: metric(scrape(gw.root_url), "cutover_in_flight_requests", endpoint="chat") == 0,
+             timeout=10, what="the in-flight gauge to drop")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,10 +16,8 @@ import yaml
 from gateway.auth import hash_key
 from simulator import BackgroundSimulator
 from tests.gateway.conftest import SimFactory
-from tests.gateway.helpers import HELLO, auth, metric, sse_lines, wait_until
-from tests.support import CLIENT_KEY, ServerProcess, cutover_command, free_port
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.gateway.helpers import HELLO, auth, metric, sse_lines
+from tests.support import CLIENT_KEY, ServerProcess, wait_for
 
 
 @contextmanager
@@ -35,21 +31,11 @@ def cutover_serve(tmp_path: Path, sim: BackgroundSimulator, *, workers: int) -> 
     }
     path = tmp_path / "cutover.yaml"
     path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    env = dict(os.environ)
-    # The CLI must set up its own shared metrics directory for its workers.
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log = tmp_path / "cutover.stderr"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [*cutover_command(), "serve", "--config", str(path), "--port", str(port), "--workers", str(workers),
-             "--quiet"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
-        )
-    served = ServerProcess("cutover serve", proc, port, log)
+    served = ServerProcess.cutover_serve("cutover serve", path, log=tmp_path / "cutover.stderr",
+                                         args=["--workers", str(workers)])
     try:
         # Spawning workers imports the whole app in each; slow on a busy machine.
-        wait_until(lambda: served.answers("/healthz"), timeout=60, what="cutover serve to answer /healthz")
+        served.wait_answers("/healthz", timeout=60)
         yield served
     finally:
         served.stop(grace_s=30)
@@ -83,7 +69,7 @@ def _scrape_fresh(served: ServerProcess) -> str:
 def test_two_workers_report_every_request_in_metrics(tmp_path: Path, sim: BackgroundSimulator) -> None:
     total = 24
     with cutover_serve(tmp_path, sim, workers=2) as served:
-        wait_until(lambda: len(_worker_pids(served.proc.pid)) == 2, timeout=30, what="two worker processes")
+        wait_for(lambda: len(_worker_pids(served.proc.pid)) == 2, timeout=30, what="two worker processes")
         # Connection: close spreads requests over the workers instead of pinning one keep-alive socket.
         with openai.OpenAI(base_url=f"{served.root_url}/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30,
                            default_headers={"Connection": "close"}) as client:
@@ -94,7 +80,7 @@ def test_two_workers_report_every_request_in_metrics(tmp_path: Path, sim: Backgr
         def counted(text: str) -> float:
             return metric(text, "cutover_requests_total", endpoint="chat", alias="chat", status_class="2xx")
 
-        wait_until(lambda: counted(_scrape_fresh(served)) == total, timeout=15, what=f"{total} requests in metrics")
+        wait_for(lambda: counted(_scrape_fresh(served)) == total, timeout=15, what=f"{total} requests in metrics")
         # Whichever worker answers the scrape, it must report the sum over both.
         for _ in range(8):
             assert counted(_scrape_fresh(served)) == total

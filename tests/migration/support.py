@@ -29,8 +29,8 @@ from migration.live import LiveMigrations
 from migration.rollout import MigrationState
 from migration.sync import StoreSync
 from simulator import BackgroundSimulator, RecordedRequest
-from tests.gateway.helpers import scrape, sdk, wait_until
-from tests.support import BackgroundGateway
+from tests.gateway.helpers import scrape, sdk
+from tests.support import BackgroundGateway, wait_for
 
 ADMIN_KEY = "sk-admin-migration-tests"
 ADMIN_NAME = "ops"
@@ -230,7 +230,11 @@ class Stack:
             )
 
         what = f"phase {phase}" + ("" if step is None else f" step {step}") + (" settled" if settled else "")
-        wait_until(there, timeout=timeout, what=f"{what} (now {self.local_state()})")
+        try:
+            wait_for(there, timeout=timeout, what=what)
+        except AssertionError as exc:
+            # The state at the deadline, not the one before waiting, is what explains a timeout.
+            raise AssertionError(f"{exc} (now {self.local_state()})") from None
 
     def wait_rounds(self, seconds: float) -> None:
         """Let the controller run rounds covering `seconds` from now, the last one finished.
@@ -239,10 +243,10 @@ class Stack:
         progress instead of sleeping a guessed time."""
         sync = self.sync
         horizon = time.time() + seconds
-        wait_until(lambda: (sync.last_sync_at or 0.0) > horizon, timeout=seconds + 10, what="controller rounds")
+        wait_for(lambda: (sync.last_sync_at or 0.0) > horizon, timeout=seconds + 10, what="controller rounds")
         seen = sync.last_sync_at
         # Analysis follows the sync in the same round: one more sync means that round is over.
-        wait_until(lambda: sync.last_sync_at != seen, timeout=10, what="one more controller round")
+        wait_for(lambda: sync.last_sync_at != seen, timeout=10, what="one more controller round")
 
     # -- client traffic --------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from migration.split import choose_arm
-from tests.gateway.helpers import assert_error, metric, route, wait_until
+from tests.gateway.helpers import assert_error, metric, route
 from tests.migration.conftest import StackFactory
 from tests.migration.support import (
     ADMIN_KEY,
@@ -29,7 +29,7 @@ from tests.migration.support import (
     migration_spec,
     primaries,
 )
-from tests.support import CLIENT_KEY
+from tests.support import CLIENT_KEY, wait_for
 
 OTHER = "gpt-4-mini"
 MODELS = {ALIAS: route(("legacy", "old")), OTHER: route(("legacy", "old"))}
@@ -161,7 +161,7 @@ def test_set_weight_pauses_automatic_analysis_and_routes_by_the_weight(make_stac
     _error(stack.act("set-weight"), 400, "invalid_request_error", None, param="weight")
     _error(stack.act("set-weight", weight=150), 400, "invalid_request_error", None, param="weight")
     _error(stack.act("set-weight", weight=30, colour="red"), 400, "invalid_request_error", None, param="colour")
-    wait_until(lambda: len(stack.ticks()) >= 2, what="the controller analysing the running step")
+    wait_for(lambda: len(stack.ticks()) >= 2, timeout=10, what="the controller analysing the running step")
 
     described = stack.act_ok("set-weight", weight=30)
     state = described["state"]

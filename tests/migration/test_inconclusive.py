@@ -3,9 +3,10 @@ inconclusive after max_step_s pauses the migration for a human, saying why."""
 
 from __future__ import annotations
 
-from tests.gateway.helpers import metric, wait_until
+from tests.gateway.helpers import metric
 from tests.migration.conftest import StackFactory
 from tests.migration.support import MIGRATION_ID, fast_plan, migration_spec
+from tests.support import wait_for
 
 
 def test_too_few_samples_hold_the_step_then_pause_it_after_max_step_s(make_stack: StackFactory) -> None:
@@ -16,7 +17,7 @@ def test_too_few_samples_hold_the_step_then_pause_it_after_max_step_s(make_stack
     stack.send_users(f"u{i}" for i in range(30))
 
     # Several analyses, all inconclusive and saying what is missing; the step holds.
-    wait_until(lambda: len(stack.ticks()) >= 4, what="four analysis ticks")
+    wait_for(lambda: len(stack.ticks()) >= 4, timeout=10, what="four analysis ticks")
     held = stack.describe()
     assert held["state"] == started["state"] and held["version"] == started["version"]
     ticks = stack.ticks()

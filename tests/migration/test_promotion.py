@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from migration.types import PHASES
-from tests.gateway.helpers import metric, wait_until
+from tests.gateway.helpers import metric
 from tests.migration.conftest import StackFactory
 from tests.migration.support import MIGRATION_ID, Traffic, primaries, shadows
+from tests.support import wait_for
 
 GATES = {"critical_error_ratio", "error_rate", "latency_p99", "ttft_p99", "cost"}
 GATE_FIELDS = {"samples_baseline", "samples_candidate", "estimate", "bound", "threshold", "result"}
@@ -128,7 +129,7 @@ def test_full_promotion_walks_every_phase_and_audits_every_verdict(make_stack: S
     # Settled: the candidate serves everything and nothing is copied any more.
     since = time.time()
     stack.send_users(f"after{i}" for i in range(20))
-    wait_until(lambda: len(primaries(stack.candidate, since)) == 20, what="the candidate to serve everyone")
+    wait_for(lambda: len(primaries(stack.candidate, since)) == 20, timeout=10, what="the candidate to serve everyone")
     assert primaries(stack.baseline, since) == []
     assert [r for r in shadows(stack.baseline) if r.started_at >= since] == []
     assert all(r.model == "new" for r in primaries(stack.candidate, since))

@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 
 from tests.gateway.conftest import GatewayFactory
-from tests.gateway.helpers import metric, wait_until
+from tests.gateway.helpers import metric
 from tests.migration.conftest import StackFactory
 from tests.migration.support import MIGRATION_ID, Stack, held_plan, migration_spec
+from tests.support import wait_for
 
 USERS = [f"user-{i}" for i in range(40)]
 RESUMED = ("phase", "step_index", "candidate_weight_bp", "shadow_percent", "step_started_at", "version")
@@ -33,10 +34,10 @@ def test_a_restarted_gateway_resumes_mid_canary(
     stack.send_users(USERS)
     arms = stack.arms_of(since)
     assert set(arms.values()) == {"baseline", "candidate"}
-    wait_until(
+    wait_for(
         lambda: any(t["verdict"]["requests_baseline"] + t["verdict"]["requests_candidate"] == 40
                     for t in stack.ticks()),
-        what="a tick that has seen all the step's traffic",
+        timeout=10, what="a tick that has seen all the step's traffic",
     )
     before = stack.describe()
     history = stack.history()
@@ -52,8 +53,8 @@ def test_a_restarted_gateway_resumes_mid_canary(
         assert after["auto_analysis"] is True
 
         # Same entries, then new ticks from the new process: none lost, none rewritten.
-        wait_until(lambda: len(restarted.ticks()) > len([e for e in history if e["kind"] == "tick"]) + 1,
-                   what="ticks after the restart")
+        wait_for(lambda: len(restarted.ticks()) > len([e for e in history if e["kind"] == "tick"]) + 1,
+                 timeout=10, what="ticks after the restart")
         resumed_history = restarted.history()
         assert resumed_history[: len(history)] == history
         new_entries = resumed_history[len(history):]

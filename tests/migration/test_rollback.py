@@ -17,9 +17,10 @@ import pytest
 
 from migration.types import PHASES
 from simulator import SimulationSettings
-from tests.gateway.helpers import metric, wait_until
+from tests.gateway.helpers import metric
 from tests.migration.conftest import StackFactory
 from tests.migration.support import MIGRATION_ID, Stack, Traffic, fast_plan, migration_spec, primaries
+from tests.support import wait_for
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def _after_rollback(stack: Stack, gate: str, reason_mark: str) -> None:
 
     since = time.time()
     stack.send_users(f"later{i}" for i in range(30))
-    wait_until(lambda: len(primaries(stack.baseline, since)) == 30, what="the baseline to serve everyone")
+    wait_for(lambda: len(primaries(stack.baseline, since)) == 30, timeout=10, what="the baseline to serve everyone")
     assert [r for r in stack.candidate.requests if r.started_at >= since] == []
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.gateway.helpers import metric, route, wait_until
+from tests.gateway.helpers import metric, route
 from tests.migration.conftest import StackFactory
 from tests.migration.support import (
     ALIAS,
@@ -22,6 +22,7 @@ from tests.migration.support import (
     primaries,
     shadows,
 )
+from tests.support import wait_for
 
 DIRECT = "direct"  # the same baseline, not migrated: the reference latency
 BASELINE_REPLY = "answer from the baseline"
@@ -91,10 +92,10 @@ def test_shadow_answers_never_reach_the_client(make_stack: StackFactory) -> None
     answers += [stack.chat(f"s{i}", stream=True) for i in range(10)]
     assert answers == [BASELINE_REPLY] * 20
 
-    wait_until(
+    wait_for(
         lambda: metric(stack.metrics(), "cutover_shadow_requests_total", migration=MIGRATION_ID, outcome="compared")
         == 20,
-        what="every copy compared",
+        timeout=10, what="every copy compared",
     )
     copies = shadows(stack.candidate)
     assert len(copies) == 20 and all(r.model == "new" for r in copies)
@@ -112,8 +113,8 @@ def test_shadow_answers_never_reach_the_client(make_stack: StackFactory) -> None
     since = time.time()
     answers = [stack.chat(f"p{i}") for i in range(5)] + [stack.chat(f"q{i}", stream=True) for i in range(5)]
     assert answers == [CANDIDATE_REPLY] * 10
-    wait_until(lambda: len([r for r in shadows(stack.baseline) if r.started_at >= since]) == 10,
-               what="copies to the old baseline")
+    wait_for(lambda: len([r for r in shadows(stack.baseline) if r.started_at >= since]) == 10,
+             timeout=10, what="copies to the old baseline")
     assert primaries(stack.baseline, since) == []
 
 
@@ -130,7 +131,7 @@ def test_requests_naming_an_excluded_tool_are_not_shadowed(make_stack: StackFact
         assert stack.chat(f"y{i}", tools=[tool("lookup")]) == BASELINE_REPLY
     assert stack.chat("z0") == BASELINE_REPLY
 
-    wait_until(lambda: len(shadows(stack.candidate)) == 4, what="the allowed requests' copies")
+    wait_for(lambda: len(shadows(stack.candidate)) == 4, timeout=10, what="the allowed requests' copies")
     copied = shadows(stack.candidate)
     assert sorted(str(r.body.get("user")) for r in copied) == ["y0", "y1", "y2", "z0"]
     assert all("send_email" not in str(r.body) for r in copied)

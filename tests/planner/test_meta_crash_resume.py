@@ -3,8 +3,6 @@ new gateway process resumes it without paying again for the tasks that had finis
 
 from __future__ import annotations
 
-import os
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +15,6 @@ import yaml
 
 from gateway.auth import hash_key
 from simulator import BackgroundSimulator, RecordedRequest, SimulationSettings
-from tests.gateway.helpers import wait_until
 from tests.planner.conftest import (
     CHEAP_M,
     GOAL,
@@ -34,9 +31,8 @@ from tests.planner.conftest import (
     user_text,
 )
 from tests.store.redis_server import started_redis
-from tests.support import CLIENT_KEY, ServerProcess, cutover_command, free_port
+from tests.support import CLIENT_KEY, ServerProcess, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 KEY = "crash-resume-1"
 FAST = ("f1", "f2", "f3")
 TASKS = [task("f1"), task("f2"), task("f3"), task("slow", tier="strong"), task("after", ["f1", "slow"])]
@@ -83,21 +79,12 @@ def serve(tmp_path: Path, redis_url: str, sims: dict[str, BackgroundSimulator]) 
     }
     path = tmp_path / "cutover.yaml"
     path.write_text(yaml.safe_dump(config))
-    env = dict(os.environ)
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     running: list[ServerProcess] = []
 
     def start(name: str) -> ServerProcess:
-        port = free_port()
-        log = tmp_path / f"{name}.stderr"
-        with log.open("wb") as err:
-            proc = subprocess.Popen(
-                [*cutover_command(), "serve", "--config", str(path), "--port", str(port), "--quiet"],
-                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
-            )
-        gateway = ServerProcess(name, proc, port, log)
+        gateway = ServerProcess.cutover_serve(name, path, log=tmp_path / f"{name}.stderr")
         running.append(gateway)
-        wait_until(lambda: gateway.answers("/healthz"), timeout=60, what=f"{name} to answer /healthz")
+        gateway.wait_answers("/healthz", timeout=60)
         return gateway
 
     yield start
@@ -140,11 +127,10 @@ def test_a_retry_after_a_crash_resumes_the_run_without_redoing_finished_tasks(
     tasks_key = f"cutover:run:{META}:test:{KEY}:tasks"
     try:
         # The fast tasks are journalled (written before they count as done) and the slow one is running.
-        wait_until(lambda: {k.decode() for k in journal.hkeys(tasks_key)} == set(FAST), timeout=20,
-                   what="the fast tasks in the journal")
-        wait_until(lambda: len(_task_requests(slow, "slow")) == 1, timeout=20, what="the slow task to start")
-        first.proc.kill()  # SIGKILL: no chance to clean up
-        first.proc.wait(timeout=10)
+        wait_for(lambda: {k.decode() for k in journal.hkeys(tasks_key)} == set(FAST), timeout=20,
+                 what="the fast tasks in the journal")
+        wait_for(lambda: len(_task_requests(slow, "slow")) == 1, timeout=20, what="the slow task to start")
+        first.kill()  # SIGKILL: no chance to clean up
         thread.join(timeout=20)
         assert isinstance(failure[0], openai.APIConnectionError), failure
         assert journal.hget(f"cutover:run:{META}:test:{KEY}", "status") == b"running"
@@ -177,8 +163,7 @@ def test_a_retry_after_a_crash_resumes_the_run_without_redoing_finished_tasks(
 
     # Done is done: another retry, on yet another gateway, gets the stored answer without upstream calls.
     counts = [len(s.requests) for s in sims.values()]
-    second.proc.kill()
-    second.proc.wait(timeout=10)
+    second.kill()
     third = serve("gateway-3")
     again = _ask(third)
     assert again.id == completion.id

@@ -1,17 +1,14 @@
 """Several real `cutover serve` processes sharing one migration store.
 
 Plain helpers (fixtures live in conftest.py): the shared config file, starting and
-stopping gateway processes, reading their /metrics and admin API, a background
-client that spreads chat completions over the replicas, and a Redis that keeps its
-data across a kill (append-only file, fsync on every write).
+stopping gateway processes, reading their /metrics and admin API, and a background
+client that spreads chat completions over the replicas.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,9 +26,8 @@ from gateway.auth import hash_key
 from migration.split import bucket_of
 from migration.types import PHASES
 from simulator import BackgroundSimulator
-from tests.support import CLIENT_KEY, ServerProcess, cutover_command, free_port
+from tests.support import CLIENT_KEY, ServerProcess
 
-ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "sk-test-admin-replicas"
 MIGRATION = "m1"
 ALIAS = "gpt-4"
@@ -51,17 +47,6 @@ def http() -> httpx.Client:
     if client is None:
         client = _local.client = httpx.Client(timeout=10)
     return client
-
-
-def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str, every: float = 0.02) -> float:
-    """Poll `predicate` until it holds and return the time.monotonic() it first held; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return time.monotonic()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
 
 
 def hold_for(check: Callable[[], None], *, seconds: float, every: float = 0.05) -> int:
@@ -145,42 +130,26 @@ def candidate_users(weight_percent: float, count: int, prefix: str = "probe") ->
 # -- gateway processes ------------------------------------------------------------------------
 
 
-class Replica(ServerProcess):
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no last sync, the lease is left to expire."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-
-
-def _healthy(replica: Replica) -> bool:
-    return replica.answers("/healthz", http())
+# One `cutover serve` process of a cluster; its kill() is a crash: no last sync, the lease is left to expire.
+Replica = ServerProcess
 
 
 def start_replicas(
     config: Path, count: int, workdir: Path, *, workers: int = 1, env: dict[str, str] | None = None
 ) -> list[Replica]:
-    """`count` processes of `cutover serve` on one config, each on its own port; returns once all answer."""
-    environment = dict(os.environ)
-    # Each process serves its own /metrics unless the caller asks for a shared multiprocess directory.
-    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    environment.update(env or {})
-    replicas: list[Replica] = []
-    for index in range(count):
-        name = f"replica-{index}"
-        port = free_port()
-        log = workdir / f"{name}.stderr"
-        with log.open("wb") as err:
-            proc = subprocess.Popen(
-                [*cutover_command(), "serve", "--config", str(config), "--port", str(port),
-                 "--workers", str(workers), "--quiet"],
-                cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=err,
-            )
-        replicas.append(Replica(name, proc, port, log))
+    """`count` processes of `cutover serve` on one config, each on its own port; returns once all answer.
+
+    Each process serves its own /metrics unless `env` names a shared PROMETHEUS_MULTIPROC_DIR."""
+    # All started before waiting for any, so they import the app side by side.
+    replicas = [
+        Replica.cutover_serve(f"replica-{index}", config, log=workdir / f"replica-{index}.stderr",
+                              args=["--workers", str(workers)], env=env)
+        for index in range(count)
+    ]
     try:
         for replica in replicas:
             # Importing the whole app in a fresh interpreter is slow on a busy machine.
-            wait_for(lambda r=replica: _healthy(r), timeout=60, what=f"{replica.name} to answer /healthz")
+            replica.wait_answers("/healthz", timeout=60, client=http())
     except BaseException:
         stop_all(replicas)
         raise
@@ -188,6 +157,7 @@ def start_replicas(
 
 
 def stop_all(replicas: Sequence[Replica]) -> None:
+    # All signalled before waiting for any, so their graceful shutdowns overlap.
     for replica in replicas:
         if replica.alive():
             replica.proc.send_signal(signal.SIGTERM)
@@ -439,7 +409,7 @@ class Traffic:
         self.stop()
 
 
-# -- a Redis that survives being killed -------------------------------------------------------
+# -- what the `cluster` fixture gives a test ---------------------------------------------------
 
 
 @dataclass

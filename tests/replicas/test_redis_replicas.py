@@ -12,6 +12,7 @@ gauges and, decisively, in where the traffic it serves goes.
 
 from __future__ import annotations
 
+import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -43,9 +44,9 @@ from tests.replicas.harness import (
     readyz,
     scrape,
     served_model,
-    wait_for,
 )
 from tests.store.redis_server import RedisServer
+from tests.support import wait_for
 
 _RANK = {"shadow": 0, "canary": 1, "promoted": 2}
 # A step held for ten minutes: the migration sits still in its first canary step (50 %).
@@ -98,15 +99,17 @@ def test_one_leader_at_a_time_and_a_survivor_takes_over_when_it_dies_or_stops(
         leader.kill()
         killed_at, killed_wall = time.monotonic(), time.time()
         # The lease outlives the dead leader's last renewal by LEASE_TTL_S; a survivor's next sync takes it.
-        took_over = wait_for(lambda: leader_sum(survivors) == 1, timeout=LEASE_TTL_S + 1.5,
-                             what="a survivor to take the controller lease")
+        wait_for(lambda: leader_sum(survivors) == 1, timeout=LEASE_TTL_S + 1.5,
+                 what="a survivor to take the controller lease")
+        took_over = time.monotonic()
         print(f"a survivor took the lease {took_over - killed_at:.2f} s after the kill")
         for _ in range(10):
             assert leader_sum(survivors) == 1
 
         # ... and keeps the migration moving.
-        moved_at = wait_for(lambda: progress(stored(survivors[1])) > before_kill, timeout=15,
-                            what=f"the migration to move on from {before_kill} under the new leader")
+        wait_for(lambda: progress(stored(survivors[1])) > before_kill, timeout=15,
+                 what=f"the migration to move on from {before_kill} under the new leader")
+        moved_at = time.monotonic()
         print(f"the migration moved on to {progress(stored(survivors[1]))} {moved_at - killed_at:.2f} s after the kill")
 
         # A graceful stop hands the lease over at once instead of leaving it to expire.
@@ -115,8 +118,9 @@ def test_one_leader_at_a_time_and_a_survivor_takes_over_when_it_dies_or_stops(
         traffic.drop(second)
         second.proc.terminate()
         terminated_at = time.monotonic()
-        handed_over = wait_for(lambda: gauge(last, "cutover_controller_leader") == 1, timeout=LEASE_TTL_S + 1.5,
-                               what="the last replica to take the lease")
+        wait_for(lambda: gauge(last, "cutover_controller_leader") == 1, timeout=LEASE_TTL_S + 1.5,
+                 what="the last replica to take the lease")
+        handed_over = time.monotonic()
         assert second.proc.wait(timeout=15) == 0, second.stderr()
         print(f"{second.name} stopped gracefully; {last.name} led {handed_over - terminated_at:.2f} s later")
         # It renewed its lease until it stopped, so only a release explains a takeover this early.
@@ -130,13 +134,17 @@ def test_one_leader_at_a_time_and_a_survivor_takes_over_when_it_dies_or_stops(
 
 def _first_baseline_answer(replica: Replica, client: httpx.Client, probes: list[str], since: float) -> float:
     """Probe `replica` with candidate-bucket sticky keys until one is served by the baseline; return when."""
-    n = 0
-    while time.monotonic() < since + 5:
-        n += 1
+    sent = itertools.count(1)
+
+    def served_by_the_baseline() -> bool:
+        n = next(sent)
         response = chat(replica, probes[n % len(probes)], f"probe-during: {replica.name} {n}", client)
-        if served_model(response) == BASELINE_MODEL:
-            return time.monotonic()
-    raise AssertionError(f"{replica.name} still sends candidate-bucket keys to the candidate 5 s after the rollback")
+        return served_model(response) == BASELINE_MODEL
+
+    # Probes back to back (every=0): the moment of the first baseline answer is the measurement.
+    wait_for(served_by_the_baseline, timeout=max(0.0, since + 5 - time.monotonic()), every=0,
+             what=f"{replica.name} to send candidate-bucket keys to the baseline after the rollback")
+    return time.monotonic()
 
 
 def test_a_rollback_through_one_replica_reaches_every_replica_within_two_seconds(

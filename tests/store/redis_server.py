@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from tests.support import ServerProcess, free_port
 
 
 class RedisServer:
@@ -21,7 +19,8 @@ class RedisServer:
         self.port = port or free_port()
         self._workdir = workdir
         self._persistent = persistent
-        self._proc: subprocess.Popen[bytes] | None = None
+        # A new process each time it is started again after a kill.
+        self._server: ServerProcess | None = None
 
     @staticmethod
     def available() -> bool:
@@ -33,30 +32,36 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         durability = ["--appendonly", "yes", "--appendfsync", "always"] if self._persistent else ["--appendonly", "no"]
-        self._proc = subprocess.Popen(
+        # redis-server logs to stdout: with it in the log, a failed start shows why.
+        self._server = ServerProcess.start(
+            "redis-server",
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *durability,
              "--dir", str(self._workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            port=self.port, log=self._workdir / "redis-server.log", cwd=self._workdir, with_stdout=True,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    # While loading the append-only file redis answers -LOADING; only +PONG is ready.
-                    if conn.recv(16).startswith(b"+PONG"):
-                        return self
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
+        try:
+            self._server.wait_ready(self._pong, timeout=10, what="answer PING")
+        except BaseException:
+            self.kill()  # a test that fails to start it never gets to stop it
+            raise
+        return self
+
+    def _pong(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
+                conn.sendall(b"PING\r\n")
+                # While loading the append-only file redis answers -LOADING; only +PONG is ready.
+                return conn.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
 
     def kill(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait(timeout=10)
-            self._proc = None
+        if self._server is not None:
+            self._server.kill()
+            self._server = None
 
     def stop(self) -> None:
+        # A throwaway server: nothing is gained by letting it shut down gracefully.
         self.kill()
 
 

@@ -55,6 +55,8 @@ _log = logging.getLogger("cutover.gateway")
 
 
 class Pipeline:
+    __slots__ = ("_dispatcher", "_fitter", "_in_flight", "_keys", "_max_body_bytes", "_meter", "_migrations",
+                 "_recorder", "_routes", "_shadow", "dialect")
     def __init__(
         self,
         dialect: InboundDialect,
@@ -102,12 +104,12 @@ class Pipeline:
             route = resolve(self._routes, request.model)
             route, arm = self._decide_arm(scope, route, request, client, request_id)
             fitted = self._fitter.fit(
-                route, request.payload, stream=request.stream, count_messages=dialect.fits_context,
-                body_size=request.body_size, max_output_tokens=request.max_output_tokens,
+                route, request.payload, request.stream, dialect.fits_context, request.body_size,
+                request.max_output_tokens,
             )
             dispatched = await self._dispatcher.dispatch(Call(
                 route.alias, dialect.upstream_path, fitted.outbound, request.stream, request_id,
-                idempotency_key=_text(header(scope, b"idempotency-key")), client=client,
+                _text(header(scope, b"idempotency-key")), client,
             ))
             if isinstance(dispatched, Undelivered):
                 raise undelivered_error(dispatched, route.alias, fitted.overflow)
@@ -167,36 +169,27 @@ def _record(
     failed: tuple[int, str] | None,
 ) -> RequestRecord:
     latency = time.perf_counter() - started
-    waited = dispatched.waited_s if dispatched is not None else 0.0
+    alias = route.alias if route is not None else UNKNOWN
+    stream = request.stream if request is not None else False
+    if answer is not None:
+        assert isinstance(dispatched, Delivered)
+        final, attempts, served = answer.attempt, dispatched.attempts, dispatched.outbound
+        if final is not attempts[-1]:
+            attempts = (*attempts[:-1], final)  # a stream's attempt, completed by the relay
+        # Positional: a NamedTuple built from keywords costs a dict per request.
+        return RequestRecord(
+            request_id, endpoint, alias, client, stream, answer.status, answer.error, served.target, attempts,
+            final.usage, final.cost if final.cost is not None else ZERO, latency,
+            max(0.0, latency - dispatched.waited_s), answer.ttft_s, served.dropped_messages, answer.stream_broke,
+            arm, answer.data, answer.events,
+        )
+    status, error = failed if failed is not None else (500, "internal_error")
     attempts = dispatched.attempts if dispatched is not None else ()
-    if answer is not None:
-        attempts = (*attempts[:-1], answer.attempt)
-    served = dispatched.outbound if isinstance(dispatched, Delivered) else None
-    if answer is not None:
-        status, error = answer.status, answer.error
-    else:
-        status, error = failed if failed is not None else (500, "internal_error")
-    final = answer.attempt if answer is not None else None
+    waited = dispatched.waited_s if dispatched is not None else 0.0
+    served_by = dispatched.target if isinstance(dispatched, Delivered) else None
     return RequestRecord(
-        request_id=request_id,
-        endpoint=endpoint,
-        alias=route.alias if route is not None else UNKNOWN,
-        client=client,
-        stream=request.stream if request is not None else False,
-        status=status,
-        error=error,
-        served_by=served.target if served is not None else None,
-        attempts=attempts,
-        usage=final.usage if final is not None else None,
-        cost=final.cost if final is not None and final.cost is not None else ZERO,
-        latency_s=latency,
-        overhead_s=max(0.0, latency - waited),
-        ttft_s=answer.ttft_s if answer is not None else None,
-        dropped_messages=served.dropped_messages if served is not None else 0,
-        stream_broke=answer.stream_broke if answer is not None else False,
-        arm=arm,
-        answer_data=answer.data if answer is not None else None,
-        answer_events=answer.events if answer is not None else (),
+        request_id, endpoint, alias, client, stream, status, error, served_by, attempts, None, ZERO, latency,
+        max(0.0, latency - waited), None, 0, False, arm, None, (),
     )
 
 

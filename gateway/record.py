@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from metering.pricing import format_usd
 from metering.usage import Usage
@@ -26,52 +26,50 @@ from telemetry.metrics import UNKNOWN, status_class
 from telemetry.request_metrics import RequestMetrics
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ArmChoice:
     """The migration's say on this request: its arm, and the shadow copy that went out with it."""
 
-    decision: Decision
-    pair: ShadowPair | None
+    decision: Final[Decision]
+    pair: Final[ShadowPair | None]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestRecord:
-    request_id: str
-    endpoint: str
-    alias: str
-    client: str | None
-    stream: bool
-    status: int
-    error: str | None
-    served_by: TargetRef | None
-    attempts: tuple[AttemptRecord, ...]
-    usage: Usage | None
-    cost: Decimal
-    latency_s: float
+    request_id: Final[str]
+    endpoint: Final[str]
+    alias: Final[str]
+    client: Final[str | None]
+    stream: Final[bool]
+    status: Final[int]
+    error: Final[str | None]
+    served_by: Final[TargetRef | None]
+    attempts: Final[tuple[AttemptRecord, ...]]
+    usage: Final[Usage | None]
+    cost: Final[Decimal]
+    latency_s: Final[float]
     # Time not spent waiting on upstreams or backoff.
-    overhead_s: float
-    ttft_s: float | None
-    dropped_messages: int
-    stream_broke: bool
-    arm: ArmChoice | None
-    answer_data: Mapping[str, Any] | None
-    answer_events: Sequence[bytes]
+    overhead_s: Final[float]
+    ttft_s: Final[float | None]
+    dropped_messages: Final[int]
+    stream_broke: Final[bool]
+    arm: Final[ArmChoice | None]
+    answer_data: Final[Mapping[str, Any] | None]
+    answer_events: Final[Sequence[bytes]]
 
 
 class Recorder:
+    __slots__ = ("_accounting", "_log", "_metrics")
     def __init__(self, metrics: RequestMetrics, log: logging.Logger | None, accounting: ArmAccounting) -> None:
         self._metrics = metrics
         self._log = log
         self._accounting = accounting
 
-    def record(self, record: RequestRecord) -> None:
-        self._count(record)
-        if record.arm is not None:
-            self._accounting.account(record.arm.decision, record.arm.pair, record)
+    def record(self, r: RequestRecord) -> None:
+        if r.arm is not None:
+            self._accounting.account(r.arm.decision, r.arm.pair, r)
         if self._log is not None:
-            log_request(self._log, log_fields(record))
-
-    def _count(self, r: RequestRecord) -> None:
+            log_request(self._log, log_fields(r))
         m = self._metrics
         provider = r.served_by.provider if r.served_by else UNKNOWN
         model = r.served_by.model if r.served_by else UNKNOWN

@@ -16,34 +16,34 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from gateway.dialects.base import ClientRequest, InboundDialect
 from gateway.http import Headers, Receive, Send, send_response
 from metering.meter import Meter
 from metering.pricing import format_usd
-from metering.usage import usage_chunk
+from metering.usage import has_usage_object, usage_chunk
 from providers.dispatch import AttemptRecord, Delivered
 from providers.errors import ProviderError
 
 DONE = b"[DONE]"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Answer:
     """What the client got."""
 
     # 200, or 502 for a stream that broke after its 200 headers, or 499 when the client left.
-    status: int
+    status: Final[int]
     # The answering attempt, with its usage and cost.
-    attempt: AttemptRecord
+    attempt: Final[AttemptRecord]
     # From the request's arrival to the first event sent (streams).
-    ttft_s: float | None = None
-    error: str | None = None
-    stream_broke: bool = False
+    ttft_s: Final[float | None] = None
+    error: Final[str | None] = None
+    stream_broke: Final[bool] = False
     # The answer itself, kept only when a shadow copy is compared with it.
-    data: Mapping[str, Any] | None = None
-    events: Sequence[bytes] = ()
+    data: Final[Mapping[str, Any] | None] = None
+    events: Final[Sequence[bytes]] = ()
 
 
 def cost_comment(cost: Decimal, estimated: bool) -> bytes:
@@ -100,6 +100,8 @@ async def relay_stream(
     completed = False
     broke: ProviderError | None = None
     first_event_at: float | None = None
+    # The fast path: a dialect whose frames are the upstream's own events is asked only about usage chunks.
+    passthrough = frames.passthrough
     try:
         async for batch in stream.batches():
             out: list[bytes] = []
@@ -107,10 +109,13 @@ async def relay_stream(
                 if event == DONE:
                     completed = True
                     break
-                chunk = usage_chunk(event)
+                events.append(event)
+                chunk = usage_chunk(event) if has_usage_object(event) else None
                 if chunk is not None:
                     reported = chunk["usage"]
-                events.append(event)
+                elif passthrough:
+                    out.append(b"data: " + event + b"\n\n")
+                    continue
                 frame = frames.event(event, chunk)
                 if frame is not None:
                     out.append(frame)

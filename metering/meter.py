@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from metering.pricing import PriceBook
 from metering.usage import Usage, UsageEstimator, usage_from_openai
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Metered:
-    usage: Usage
-    cost: Decimal
+    usage: Final[Usage]
+    cost: Final[Decimal]
 
 
 class Meter:
@@ -23,6 +23,8 @@ class Meter:
     A provider that accounts for its own spend (the meta-model) passes `known_cost`,
     which then wins over the price book.
     """
+
+    __slots__ = ("_estimator", "prices")
 
     def __init__(self, prices: PriceBook, estimator: UsageEstimator) -> None:
         self.prices = prices
@@ -33,15 +35,11 @@ class Meter:
         known_cost: Decimal | None = None,
     ) -> Metered:
         usage = usage_from_openai(data.get("usage")) or self._estimator.of_reply(sent, data)
-        return self._priced(provider, model, usage, known_cost)
+        return Metered(usage, known_cost if known_cost is not None else self.prices.cost(provider, model, usage))
 
     def stream(
         self, provider: str, model: str, sent: Mapping[str, Any], reported: Mapping[str, Any] | None,
         events: Iterable[bytes], known_cost: Decimal | None = None,
     ) -> Metered:
         usage = usage_from_openai(reported) or self._estimator.of_stream(sent, events)
-        return self._priced(provider, model, usage, known_cost)
-
-    def _priced(self, provider: str, model: str, usage: Usage, known_cost: Decimal | None) -> Metered:
-        cost = known_cost if known_cost is not None else self.prices.cost(provider, model, usage)
-        return Metered(usage, cost)
+        return Metered(usage, known_cost if known_cost is not None else self.prices.cost(provider, model, usage))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from metering.tokens import TokenCounter
 from providers.dispatch import Outbound
@@ -85,21 +85,22 @@ class Overflow:
     max_output_tokens: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Fitted:
     # The targets the request fits, in the route's order, each with what it is sent.
-    outbound: tuple[Outbound, ...]
+    outbound: Final[tuple[Outbound, ...]]
     # The first target it did not fit, if any.
-    overflow: Overflow | None
+    overflow: Final[Overflow | None]
 
 
 class ContextFitter:
+    __slots__ = ("_tokens", "_window")
     def __init__(self, context_window: Callable[[str, str], int | None], tokens: TokenCounter) -> None:
         self._window = context_window
         self._tokens = tokens
 
     def fit(
-        self, route: Route, payload: Mapping[str, Any], *, stream: bool, count_messages: bool, body_size: int,
+        self, route: Route, payload: Mapping[str, Any], stream: bool, count_messages: bool, body_size: int,
         max_output_tokens: int,
     ) -> Fitted:
         """`count_messages`: the payload has chat messages to fit (embeddings do not)."""

@@ -11,29 +11,32 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from gateway.errors import GatewayError
 from providers.base import UpstreamReply
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClientRequest:
-    model: str
+    model: Final[str]
     # Canonical, as parsed once; the model is replaced per target when the call is prepared.
-    payload: dict[str, Any]
-    stream: bool
+    payload: Final[dict[str, Any]]
+    stream: Final[bool]
     # The client's body size: a bound on its tokens, so small requests skip counting.
-    body_size: int
-    max_output_tokens: int
+    body_size: Final[int]
+    max_output_tokens: Final[int]
     # Streams: the client asked for the usage chunk (the gateway always asks upstream for it).
-    wants_usage: bool
+    wants_usage: Final[bool]
 
 
 class StreamFrames(Protocol):
     """Turns one stream's upstream events into client frames; one instance per stream (it may keep state)."""
 
     content_type: bytes
+    # Every upstream event goes out as `data: <event>` except usage chunks (the fast path, no call per event);
+    # a translating dialect says False and frames every event itself.
+    passthrough: bool
 
     def event(self, data: bytes, usage_chunk: Mapping[str, Any] | None) -> bytes | None:
         """The frame for one upstream data payload (`usage_chunk`: it parsed, when it carries usage);

@@ -96,6 +96,7 @@ _BROKEN_FRAME = error_frame(
 
 class ChatFrames:
     content_type = b"text/event-stream; charset=utf-8"
+    passthrough = True
 
     def __init__(self, client_wants_usage: bool) -> None:
         self._wants_usage = client_wants_usage
@@ -121,9 +122,9 @@ class ChatCompletions(CanonicalDialect):
 
     def parse(self, body: bytes) -> ClientRequest:
         payload = parse_chat_request(body)
-        return ClientRequest(
-            model=payload["model"], payload=payload, stream=payload.get("stream") is True, body_size=len(body),
-            max_output_tokens=max_output_tokens(payload), wants_usage=wants_stream_usage(payload),
+        return ClientRequest(  # model, payload, stream, body_size, max_output_tokens, wants_usage
+            payload["model"], payload, payload.get("stream") is True, len(body), max_output_tokens(payload),
+            wants_stream_usage(payload),
         )
 
     def stream_frames(self, request: ClientRequest) -> ChatFrames:

@@ -40,10 +40,7 @@ class Embeddings(CanonicalDialect):
 
     def parse(self, body: bytes) -> ClientRequest:
         payload = parse_embeddings_request(body)
-        return ClientRequest(
-            model=payload["model"], payload=payload, stream=False, body_size=len(body), max_output_tokens=0,
-            wants_usage=False,
-        )
+        return ClientRequest(payload["model"], payload, False, len(body), 0, False)
 
     def stream_frames(self, request: ClientRequest) -> StreamFrames:
         raise AssertionError("embeddings are never streamed")

@@ -93,7 +93,7 @@ async def relay_stream(
         "headers": [(b"content-type", frames.content_type), (b"cache-control", b"no-cache"),
                     *answer_headers(delivered, started, base)],
     })
-    gone = asyncio.Event()
+    gone = _Gone()
     watcher = asyncio.ensure_future(_watch_disconnect(receive, stream.abort, gone))
     events: list[bytes] = []
     reported: dict[str, Any] | None = None
@@ -124,7 +124,7 @@ async def relay_stream(
                 if first_event_at is None:
                     first_event_at = time.perf_counter()
     except ProviderError as exc:
-        if not gone.is_set():
+        if not gone.yes:
             broke = exc
     finally:
         watcher.cancel()
@@ -143,7 +143,7 @@ async def relay_stream(
         None if broke is None else broke.kind,
     )
     ttft_s = None if first_event_at is None else first_event_at - started
-    if not gone.is_set():
+    if not gone.yes:
         trailer = cost_comment(metered.cost, metered.usage.estimated)
         await send({"type": "http.response.body", "body": frames.end(trailer) if completed else frames.broken(),
                     "more_body": False})
@@ -151,15 +151,24 @@ async def relay_stream(
     if broke is not None:
         # The client got 200 headers, then a broken stream: the record counts it as the failure it was.
         return Answer(502, attempt, ttft_s, broke.kind, stream_broke=True, events=kept)
-    if gone.is_set():
+    if gone.yes:
         return Answer(499, attempt, ttft_s, "client_disconnected", events=kept)
     return Answer(200, attempt, ttft_s, events=kept)
 
 
-async def _watch_disconnect(receive: Receive, abort: Callable[[], None], gone: asyncio.Event) -> None:
+class _Gone:
+    """Set by the disconnect watcher; read once the relay loop ends (nothing waits on it)."""
+
+    __slots__ = ("yes",)
+
+    def __init__(self) -> None:
+        self.yes = False
+
+
+async def _watch_disconnect(receive: Receive, abort: Callable[[], None], gone: _Gone) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            gone.set()
+            gone.yes = True
             abort()
             return

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final, Protocol
 
@@ -113,8 +113,8 @@ class AttemptRecord:
 
     def finished(self, metered: Metered, ttft_s: float | None, latency_s: float, error: str | None) -> AttemptRecord:
         """A streamed attempt once its stream has been read (or broke, `error` then saying how)."""
-        return replace(self, usage=metered.usage, cost=metered.cost, ttft_s=ttft_s, latency_s=latency_s,
-                       error=error, status=502 if error is not None else self.status)
+        status = 502 if error is not None else self.status
+        return AttemptRecord(self.target, status, latency_s, error, ttft_s, metered.usage, metered.cost)
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@
     fit context    each target's payload, fitted to its context window   routing.context
     dispatch       attempts over the targets: retries, fallback          providers.dispatch
     relay          the answer back in the client's dialect               gateway.relay
-    record         one frozen RequestRecord: metrics, log, migration     gateway.record
+    record         one immutable RequestRecord: metrics, log, migration gateway.record
 
 Each stage takes what the ones before it returned and returns its own result;
 none calls back into another. A failure at any stage is one `GatewayError` (or an
@@ -57,6 +57,7 @@ _log = logging.getLogger("cutover.gateway")
 class Pipeline:
     __slots__ = ("_dispatcher", "_fitter", "_in_flight", "_keys", "_max_body_bytes", "_meter", "_migrations",
                  "_recorder", "_routes", "_shadow", "dialect")
+
     def __init__(
         self,
         dialect: InboundDialect,

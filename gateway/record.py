@@ -1,4 +1,4 @@
-"""The last stage: one frozen record of the request, handed to the metrics, the log line and the migration.
+"""The last stage: one immutable record of the request, handed to the metrics, the log line and the migration.
 
 The pipeline builds the `RequestRecord` from what its stages returned, after the
 client has its answer (or its error). Each consumer reads the record and nothing

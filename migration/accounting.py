@@ -1,6 +1,6 @@
 """How a finished client request counts for its migration arm, and what its shadow copy is compared with.
 
-The edge hands over its frozen record of the request (`FinishedRequest` is the
+The edge hands over its immutable record of the request (`FinishedRequest` is the
 part read here). The arm is judged on its own target: if the arm's target failed
 and a fallback answered the client, the arm still gets the failure; if the arm's
 target was skipped (its circuit open after failures), a fallback's success is

@@ -31,6 +31,7 @@ import uvicorn
 from config.loader import parse_config
 from config.schema import GatewayConfig
 from gateway.app import CutoverApp, create_app
+from providers.errors import UpstreamStatusError
 
 CLIENT_KEY = "sk-test-client"
 ROOT = Path(__file__).resolve().parents[1]
@@ -264,3 +265,8 @@ class BackgroundGateway:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def upstream_status(code: int, retry_after: float | None = None, body: bytes = b'{"error": {}}') -> UpstreamStatusError:
+    """An upstream's non-2xx answer, as the providers raise it."""
+    return UpstreamStatusError(code, body, retry_after)

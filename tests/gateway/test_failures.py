@@ -10,16 +10,12 @@ from providers.errors import (
     ProviderError,
     UpstreamConnectError,
     UpstreamProtocolError,
-    UpstreamStatusError,
     UpstreamStreamBroken,
     UpstreamTimeout,
 )
+from tests.support import upstream_status as status
 
 ALIAS = "gpt-4"
-
-
-def status(code: int, retry_after: float | None = None, body: bytes = b'{"error": {}}') -> UpstreamStatusError:
-    return UpstreamStatusError(code, body, retry_after)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from config.migration import MigrationSpec
 from metering.usage import Usage
 from migration.accounting import ArmAccounting, arm_status
 from migration.live import Decision, LiveMigrations
@@ -18,12 +17,9 @@ from migration.window import Sample
 from providers.dispatch import AttemptRecord
 from providers.target import TargetRef
 from telemetry.metrics import Metrics
-from tests.migration.support import MIGRATION_ID, fast_plan, migration_spec
+from tests.migration.support import MIGRATION_ID
+from tests.migration.values import BACKUP, BASE, CAND, SPEC
 
-BASE = TargetRef("legacy", "old")
-CAND = TargetRef("modern", "new")
-BACKUP = TargetRef("backup", "spare")
-SPEC = MigrationSpec.model_validate(migration_spec(plan=fast_plan()))
 DECISION = Decision(MIGRATION_ID, "candidate", (CAND, BASE, BACKUP), CAND, None, None, 100.0)
 
 

@@ -32,7 +32,6 @@ from providers.errors import (
     ProviderError,
     UpstreamConnectError,
     UpstreamProtocolError,
-    UpstreamStatusError,
     UpstreamStreamBroken,
     UpstreamTimeout,
 )
@@ -41,6 +40,7 @@ from routing.breaker import CircuitBreakers
 from routing.context import Overflow
 from routing.retry import RetryPolicy
 from telemetry.metrics import Metrics
+from tests.support import upstream_status as status
 
 ALIAS = "gpt-4"
 A = TargetRef("a", "model-a")
@@ -49,6 +49,7 @@ C = TargetRef("c", "model-c")
 RETRY = RetryConfig(
     max_attempts_per_target=3, initial_backoff_s=0.1, max_backoff_s=1.0, jitter_s=0.0, retry_after_cap_s=5.0
 )
+
 OK = "ok"
 
 
@@ -145,10 +146,6 @@ class Harness:
     def sample(self, metric: str, **labels: str) -> float | None:
         value: float | None = self.metrics.registry.get_sample_value(metric, labels)
         return value
-
-
-def status(code: int, retry_after: float | None = None, body: bytes = b'{"error": {}}') -> UpstreamStatusError:
-    return UpstreamStatusError(code, body, retry_after)
 
 
 async def test_first_target_success() -> None:

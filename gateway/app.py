@@ -21,7 +21,7 @@ from gateway.api import build_api_router
 from gateway.dialects.chat import ChatCompletions
 from gateway.dialects.embeddings import Embeddings
 from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
-from gateway.http import JSONBytes, Message, Receive, Scope, Send, new_request_id, send_error
+from gateway.http import JSONBytes, Message, Receive, Scope, Send, new_request_id, send_response
 from gateway.pipeline import Pipeline
 from gateway.wiring import Gateway
 from store.base import Store
@@ -93,10 +93,9 @@ class CutoverApp:
                 if scope["method"] == "POST":
                     await handler(scope, receive, send)
                 else:
-                    await send_error(
-                        send, MethodNotAllowed("Use POST for this endpoint."),
-                        [(b"allow", b"POST"), (b"x-request-id", new_request_id().encode())],
-                    )
+                    error = MethodNotAllowed("Use POST for this endpoint.")
+                    await send_response(send, error.status, handler.dialect.error_body(error),
+                                        [(b"allow", b"POST"), (b"x-request-id", new_request_id().encode())])
                 return
             await self.fastapi(scope, receive, _with_request_id(send))
             return

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from starlette.responses import JSONResponse
 
-from gateway.errors import GatewayError, InvalidRequest, PayloadTooLarge
+from gateway.errors import InvalidRequest, PayloadTooLarge
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -76,8 +76,3 @@ async def send_response(
         "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *headers],
     })
     await send({"type": "http.response.body", "body": body})
-
-
-async def send_error(send: Send, error: GatewayError, headers: Headers) -> None:
-    extra = [(k.encode(), v.encode()) for k, v in error.headers.items()]
-    await send_response(send, error.status, error.to_json(), headers + extra)

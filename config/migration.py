@@ -19,7 +19,8 @@ so it lives with the rest of the config; the migration core reads it.
 from __future__ import annotations
 
 from itertools import pairwise
-from typing import Annotated
+from statistics import NormalDist
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 
@@ -39,7 +40,7 @@ def percent_to_bp(percent: float) -> int:
 class GateThresholds(Strict):
     """Limits the candidate arm must stay under; see `migration.gates` for how each is judged."""
 
-    # Judged by the Wilson lower bound, not the raw ratio; 429s are excluded.
+    # Errors per upstream attempt on the candidate's target, retries and shadow copies included; 429s apart.
     error_rate: OpenUnit = 0.02
     p99_ms: PosFloat = 800.0
     # Time to first token, streams only.
@@ -47,11 +48,24 @@ class GateThresholds(Strict):
     # Relative increase of mean cost per request over the baseline arm (0.05 = +5 %).
     # Negative values demand a saving.
     cost_increase: Annotated[float, Field(gt=-1)] = 0.05
-    # One-sided confidence for every gate's bound; 2.576 ~ 99.5 % one-sided (99 % two-sided).
-    wilson_z: PosFloat = 2.576
+    # Each gate's test says "over" or "under" its threshold wrongly with probability at most alpha, however
+    # often it is looked at (migration.sequential). Configs that still give `wilson_z` (the fixed-sample
+    # bound this replaced) get the one-sided alpha of that z.
+    alpha: OpenUnit = 0.005
     # The critical guard ignores sample minimums: a candidate this broken is rolled back at once.
     critical_error_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
     critical_min_requests: Annotated[int, Field(ge=1)] = 20
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wilson_z(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "wilson_z" in data:
+            data = dict(data)
+            z = data.pop("wilson_z")
+            if not isinstance(z, int | float) or isinstance(z, bool) or z <= 0:
+                raise ValueError("wilson_z must be a positive number (prefer alpha)")
+            data.setdefault("alpha", 1 - NormalDist().cdf(z))
+        return data
 
 
 class StepPlan(Strict):
@@ -67,7 +81,11 @@ class StepPlan(Strict):
     min_samples: Annotated[int, Field(ge=1)] = 200
     # How often the controller evaluates the gates (and ticks the state machine).
     interval_s: PosFloat = 10.0
+    # Failed checks in a row that roll back: a check that passes or is inconclusive starts the count again.
     consecutive_failures: Annotated[int, Field(ge=1)] = 3
+    # The gates also test the step's latest block of this length on its own, so a regression that starts
+    # late in a long step is judged on its own samples, not averaged away by the step's earlier ones.
+    recent_window_s: PosFloat = 600.0
     # Must be > 0: while the candidate serves 100 % (last canary step and the safety
     # window) this copy is the only traffic the baseline arm sees, so without it
     # that arm never reaches min_samples and the last step could never pass.

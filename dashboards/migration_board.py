@@ -94,12 +94,17 @@ def migration() -> Board:
     board.row("Baseline vs candidate")
     live = f"{m}, status_class!=\"4xx\""
     board.panel(
-        "Error rate by arm",
-        "5xx share of each arm's requests; client faults and 429s (4xx) are left out as the gate does. The "
-        "arm is judged on its own target even when a fallback answered the client. Line: the 2 % gate.",
-        [Q(f'(sum by (arm) (rate(cutover_migration_requests_total{{{m}, status_class="5xx"}}[{RI}])) '
+        "Error rate by arm: upstream attempts and what clients saw",
+        "5xx share of the upstream attempts on each arm's target (first tries, retries, shadow copies): what "
+        "the error gate judges. Beside it, the share of the arm's client requests that failed after "
+        "retries and fallbacks. Client faults and 429s (4xx) are left out, as the gate does. Line: the 2 % gate.",
+        [Q(f'(sum by (arm) (rate(cutover_migration_upstream_attempts_total{{{m}, status_class="5xx"}}[{RI}])) '
+           f"or 0 * sum by (arm) (rate(cutover_migration_upstream_attempts_total{{{live}}}[{RI}]))) "
+           f"/ sum by (arm) (rate(cutover_migration_upstream_attempts_total{{{live}}}[{RI}]))",
+           "{{arm}} attempts"),
+         Q(f'(sum by (arm) (rate(cutover_migration_requests_total{{{m}, status_class="5xx"}}[{RI}])) '
            f"or 0 * sum by (arm) (rate(cutover_migration_requests_total{{{live}}}[{RI}]))) "
-           f"/ sum by (arm) (rate(cutover_migration_requests_total{{{live}}}[{RI}]))", "{{arm}}")],
+           f"/ sum by (arm) (rate(cutover_migration_requests_total{{{live}}}[{RI}]))", "{{arm}} clients")],
         RATIO, w=12, thresholds=[(GATE_ERROR_RATE, "red")], threshold_line=True, min_value=0,
     )
     board.panel(

@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import yaml
 
+from migration.verify import verify
+
 ACTIONS = ("pause", "resume", "promote", "promote-fully", "abort", "rollback", "retry", "start")
 
 
@@ -71,12 +73,8 @@ def format_history(entries: list[dict[str, Any]]) -> str:
         verdict = e.get("verdict")
         if verdict:
             for gate in verdict.get("gates", []):
-                bound = gate.get("bound")
-                lines.append(
-                    f"{'':>34}{gate['gate']:<22} {gate['result']:<13} samples {gate['samples_baseline']}/"
-                    f"{gate['samples_candidate']}  estimate {gate.get('estimate')}  bound {bound}  "
-                    f"threshold {gate.get('threshold')}"
-                )
+                scope = gate.get("scope", "step")
+                lines.append(f"{'':>34}{gate['gate']:<22} {scope:<6} {gate['result']:<13} {gate.get('note', '')}")
     return "\n".join(lines)
 
 
@@ -92,7 +90,13 @@ def run(args: argparse.Namespace) -> str:
                 return format_status([_check(client.get(f"/admin/migrations/{args.id}"))])
             return format_status(_check(client.get("/admin/migrations"))["data"])
         if args.migrate_command == "history":
-            return format_history(_check(client.get(f"/admin/migrations/{args.id}/history"))["data"])
+            entries = _check(client.get(f"/admin/migrations/{args.id}/history"))["data"]
+            if args.verify:
+                report = verify(entries)
+                if not report.ok:
+                    raise CliError(str(report))
+                return str(report)
+            return format_history(entries)
         if args.migrate_command == "create":
             with open(args.file, encoding="utf-8") as handle:
                 spec = yaml.safe_load(handle)
@@ -121,6 +125,8 @@ def add_parser(sub: Any) -> None:
     status.add_argument("id", nargs="?")
     history = msub.add_parser("history", help="the audit trail of a migration")
     history.add_argument("id")
+    history.add_argument("--verify", action="store_true",
+                         help="recompute every verdict from the audit records alone; exit 1 on any mismatch")
     create = msub.add_parser("create", help="create a migration from a YAML/JSON spec file")
     create.add_argument("file")
     create.add_argument("--no-start", action="store_true", help="leave it pending")

@@ -4,7 +4,8 @@ Everything runs in this process on loopback: the gateway, two SIMULATED upstream
 (`legacy` and `modern`, the bundled simulator, not real LLMs), synthetic clients,
 and the embedded SQLite store in a temporary directory. No key, no network.
 
-Scenario 1: the migration walks shadow -> 25 -> 50 -> 75 -> 100 % and is promoted.
+Scenario 1: the migration walks shadow -> 50 -> 100 % and is promoted, each step once its gates show the
+candidate under every threshold.
 Scenario 2: a fresh migration runs until the candidate serves half the traffic, then
 the candidate degrades (error rate, latency or cost) and the controller rolls it back
 at the first analysis that sees it. The demo plan uses seconds where production uses
@@ -43,9 +44,13 @@ DEGRADED: dict[str, dict[str, Any]] = {
     "cost": {**MODERN, "output_tokens": 160},
 }
 PLAN = {
-    "shadow_percent": 20, "weights": [25, 50, 75, 100], "min_step_s": 2.5, "max_step_s": 30, "min_samples": 30,
+    "shadow_percent": 50, "weights": [50, 100], "min_step_s": 2.5, "max_step_s": 60, "min_samples": 30,
     "interval_s": 1.0, "consecutive_failures": 1, "post_promotion_shadow_percent": 10, "safety_window_s": 3,
 }
+# A step advances only once its gates show the candidate under every threshold: at 0.01 that takes about 650
+# answers of the candidate's (showing a p99 under 800 ms needs that many), a few seconds of the demo's traffic.
+GATES = {"alpha": 0.01}
+RATE_PER_S = 200
 
 
 def demo_config(state_path: Path, port: int) -> Any:
@@ -73,7 +78,7 @@ def spec(migration_id: str) -> dict[str, Any]:
         "baseline": {"provider": "legacy", "model": "legacy-large"},
         "candidate": {"provider": "modern", "model": "modern-large"},
         "plan": PLAN, "sticky": {"salt": migration_id},
-        "gates": {"p99_ms": 800, "ttft_p99_ms": 800, "error_rate": 0.02, "cost_increase": 0.05},
+        "gates": {"p99_ms": 800, "ttft_p99_ms": 800, "error_rate": 0.02, "cost_increase": 0.05, **GATES},
     }
 
 
@@ -90,7 +95,7 @@ class Traffic:
         self._task: asyncio.Task[None] | None = None
 
     async def _one(self, session: aiohttp.ClientSession) -> None:
-        stream = self._rng.random() < 0.3
+        stream = self._rng.random() < 0.5
         body = {
             "model": "gpt-4", "user": f"user-{self._rng.randrange(2000)}", "stream": stream,
             "messages": [{"role": "user", "content": "Summarise our refund policy in one paragraph."}],
@@ -171,7 +176,7 @@ async def run_demo(degrade: str, scenarios: set[int], out: Any = sys.stdout) -> 
             if serving.done():
                 serving.result()
             await asyncio.sleep(0.05)
-        traffic = Traffic(f"http://127.0.0.1:{port}/v1", rate_per_s=90, concurrency=64)
+        traffic = Traffic(f"http://127.0.0.1:{port}/v1", rate_per_s=RATE_PER_S, concurrency=64)
         traffic.start()
         service = app.parts.migrations.service
         results: list[str] = []

@@ -26,7 +26,7 @@ import time
 from gateway.aliases import resolve
 from gateway.auth import KeyRing
 from gateway.dialects.base import ClientRequest, InboundDialect
-from gateway.errors import GatewayError, UpstreamPassthrough
+from gateway.errors import GatewayError, ServiceUnavailable, UpstreamPassthrough
 from gateway.failures import undelivered_error
 from gateway.http import (
     ClientDisconnected,
@@ -56,7 +56,7 @@ _log = logging.getLogger("cutover.gateway")
 
 class Pipeline:
     __slots__ = ("_dispatcher", "_fitter", "_in_flight", "_keys", "_max_body_bytes", "_meter", "_migrations",
-                 "_recorder", "_routes", "_shadow", "dialect")
+                 "_recorder", "_routes", "_shadow", "_state_wait_s", "dialect")
 
     def __init__(
         self,
@@ -66,6 +66,7 @@ class Pipeline:
         max_body_bytes: int,
         routes: RouteTable,
         migrations: LiveMigrations,
+        state_wait_s: float,
         shadow: ShadowRunner,
         fitter: ContextFitter,
         dispatcher: Dispatcher,
@@ -78,6 +79,7 @@ class Pipeline:
         self._max_body_bytes = max_body_bytes
         self._routes = routes
         self._migrations = migrations
+        self._state_wait_s = state_wait_s
         self._shadow = shadow
         self._fitter = fitter
         self._dispatcher = dispatcher
@@ -103,6 +105,11 @@ class Pipeline:
             body = await read_body(receive, self._max_body_bytes, header(scope, b"content-length"))
             request = dialect.parse(body)
             route = resolve(self._routes, request.model)
+            if not self._migrations.synced and not await self._migrations.until_synced(self._state_wait_s):
+                raise ServiceUnavailable(
+                    "The gateway has not read the migration state yet (the store cannot be reached); retry shortly.",
+                    code="migration_state_unavailable", headers={"retry-after": "1"},
+                )
             route, arm = self._decide_arm(scope, route, request, client, request_id)
             fitted = self._fitter.fit(
                 route, request.payload, request.stream, dialect.fits_context, request.body_size,

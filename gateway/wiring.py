@@ -93,6 +93,8 @@ class Gateway:
             max_body_bytes=self.config.server.max_body_bytes,
             routes=self.routes,
             migrations=self.migrations.live,
+            # A request arriving before the first read of the migration state waits this long for it.
+            state_wait_s=2 * self.config.controller.sync_interval_s + self.config.store.timeout_s,
             shadow=self.migrations.shadow,
             fitter=self.fitter,
             dispatcher=self.dispatcher,

@@ -1,32 +1,39 @@
-"""Is the candidate good enough to advance? Thresholds + a step's window -> a verdict.
+"""Is the candidate good enough to advance, or bad enough to roll back? A step's windows -> a verdict.
 
-Every gate compares a candidate figure with a threshold through two numbers:
+Every gate asks one question of the candidate with an anytime-valid test
+(migration.sequential), on two scopes: the whole step, and the step's current
+recent block (`recent_window_s`), which catches a regression that starts late in
+a long step. Each test answers
 
-    estimate  the figure as measured (error ratio, p99 ms, relative cost increase)
-    bound     a one-sided LOWER confidence bound on it, at `wilson_z`
+    fail          the candidate is over the threshold, shown at level alpha
+    pass          the candidate is under the threshold, shown at level alpha
+    inconclusive  neither has been shown yet
 
-and judges  fail          if bound > threshold   (confidently too high)
-            pass          if estimate <= threshold
-            inconclusive  otherwise              (looks too high, not proven yet)
+and stays honest however often it is asked. The gates:
 
-so noise at low traffic never fails a good candidate, and a candidate that only
-looks bad holds its step instead of advancing. The bounds:
+- error_rate: errors per upstream attempt on the candidate's target (retries and
+  shadow copies included; 429s counted apart, as capacity) against `error_rate`.
+  The share of errors the arm's clients saw after retries and fallbacks is shown
+  beside it.
+- latency_p99, ttft_p99: "p99 is over T" is "more than 1 % of answers are slower
+  than T", a proportion, tested on the successful requests of the arm as its clients
+  waited for them (whole request; first event for streams). Histogram buckets decide
+  conservatively: a sample counts as slower than T for failing only if its bucket
+  starts at or above T, and as not slower for passing only if its bucket ends at or
+  below T.
+- cost: the mean relative increase of cost per request over the baseline, paired
+  prompt by prompt when the window has shadowed pairs, else the ratio of the arms'
+  mean costs (each arm's confidence sequence at alpha / 2), against `cost_increase`.
+- critical_error_ratio: the candidate's error ratio per attempt at or above
+  `critical_error_rate` over at least `critical_min_requests` attempts fails at once.
 
-- error_rate: Wilson score lower bound of errors / requests (429s are excluded);
-- latency_p99, ttft_p99: a distribution-free bound on the quantile: the highest
-  bucket edge above which the Wilson lower bound of the share of samples still
-  exceeds 1 %, i.e. "p99 is at least this, with confidence";
-- cost: mean (candidate - baseline) / baseline over shadowed pairs when the window
-  has pairs, else the ratio of the arms' mean costs minus 1; the bound subtracts
-  z standard errors (delta method for the ratio).
-
-The verdict: a critical candidate (error ratio >= 0.5 over >= 20 requests by
-default) fails at once, whatever the sample minimums. Otherwise, until both arms
-have `min_samples` requests and the step has been held `min_step_s`, the verdict
-is inconclusive and says what is missing. Then any failing gate fails the
-verdict, any inconclusive gate keeps it inconclusive, and all passing (or skipped)
-gates pass it. A `Verdict` carries every input of that last step, so an audit
-record can show, and `decide` can recompute, why it came out as it did.
+The verdict: any gate failing on either scope fails it, at any time (a test valid
+under every look needs no minimum sample to fail). Advancing needs more: the
+candidate has `min_samples` requests, the step has been held `min_step_s`, and every
+gate passes on the whole step (the TTFT gate is skipped while streams are too few to
+judge, unless they already fail it). Otherwise the verdict is inconclusive and says
+what is missing. Each gate keeps the counts its test read (`inputs`), so every
+verdict can be recomputed from its audit record alone (migration.verify).
 """
 
 from __future__ import annotations
@@ -37,40 +44,35 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from config.migration import GateThresholds, StepPlan
-from migration.window import PPM, Histogram, StepWindow, bucket_bounds
+from migration.sequential import block_alpha, log_evidence, mean_half_width
+from migration.window import PPM, ArmWindow, StepWindow
 
 Result = Literal["pass", "fail", "inconclusive"]
 GateResult = Literal["pass", "fail", "inconclusive", "skipped"]
+Scope = Literal["step", "block"]
 QUANTILE = 0.99
-
-
-def wilson_bounds(errors: int, n: int, z: float) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion; (0, 1) when there is no data."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = errors / n
-    z2 = z * z
-    centre = p + z2 / (2 * n)
-    margin = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    denominator = 1 + z2 / n
-    return max(0.0, (centre - margin) / denominator), min(1.0, (centre + margin) / denominator)
+# The share of answers a p99 lets be slower than its threshold (1 - 0.99 in floating point is not 0.01).
+TAIL = 0.01
 
 
 @dataclass(frozen=True, slots=True)
 class GateFigures:
     gate: str
-    samples_baseline: int
-    samples_candidate: int
-    estimate: float | None
-    # The same figure on the baseline arm, for the reader; no gate is relative to it but cost.
-    baseline_estimate: float | None
-    bound: float | None
+    scope: Scope
+    # Exactly what the test read: `judge` recomputes the result from these and the next two fields.
+    inputs: Mapping[str, Any]
     threshold: float
+    alpha: float
     result: GateResult
+    estimate: float | None
+    # The same figure on the baseline arm, or as the arm's clients saw it, for the reader.
+    beside: float | None
     note: str
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["inputs"] = dict(self.inputs)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GateFigures:
@@ -90,13 +92,16 @@ class Verdict:
     requests_candidate: int
     min_samples: int
     min_step_s: float
+    # The recent block judged beside the step: its number in the step (from 1) and its start.
+    block: int = 1
+    block_started_at: float | None = None
 
     @property
     def held_s(self) -> float:
         return self.evaluated_at - self.step_started_at
 
-    def gate(self, name: str) -> GateFigures:
-        return next(g for g in self.gates if g.gate == name)
+    def gate(self, name: str, scope: Scope = "step") -> GateFigures:
+        return next(g for g in self.gates if g.gate == name and g.scope == scope)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -110,199 +115,207 @@ class Verdict:
         return cls(**fields)
 
 
-def _judge(estimate: float, bound: float | None, threshold: float) -> GateResult:
-    if bound is not None and bound > threshold:
-        return "fail"
-    return "pass" if estimate <= threshold else "inconclusive"
+# -- the tests, from their inputs alone -------------------------------------------------------------------------
 
 
-def _critical(window: StepWindow, th: GateThresholds) -> GateFigures:
-    base, cand = window.baseline, window.candidate
-    ratio = cand.error_rate
-    figures: dict[str, Any] = {
-        "gate": "critical_error_ratio",
-        "samples_baseline": base.requests,
-        "samples_candidate": cand.requests,
-        "estimate": ratio,
-        "baseline_estimate": base.error_rate,
-        "bound": None,
-        "threshold": th.critical_error_rate,
-    }
-    if ratio is None or cand.requests < th.critical_min_requests:
-        note = f"critical guard needs {th.critical_min_requests} requests, candidate has {cand.requests}"
-        return GateFigures(**figures, result="skipped", note=note)
-    share = f"candidate error ratio {ratio:.3f} ({cand.errors}/{cand.requests})"
-    if ratio >= th.critical_error_rate:
-        return GateFigures(**figures, result="fail", note=f"{share} >= {th.critical_error_rate}")
-    return GateFigures(**figures, result="pass", note=f"{share} < {th.critical_error_rate}")
+def judge(kind: str, inputs: Mapping[str, Any], threshold: float, alpha: float) -> tuple[GateResult, float | None]:
+    """(result, estimate) of one gate's test: how a verdict is computed, and recomputed from an audit record."""
+    if kind == "proportion":
+        return _judge_proportion(inputs, threshold, alpha)
+    if kind == "optional_proportion":
+        # Too few samples may fail the gate on clear evidence, but not hold the step.
+        result, estimate = _judge_proportion(inputs, threshold, alpha)
+        if int(inputs["n"]) < int(inputs["min_n"]) and result != "fail":
+            return "skipped", estimate
+        return result, estimate
+    if kind == "mean":
+        return _judge_mean(inputs, threshold, alpha)
+    if kind == "ratio":
+        return _judge_ratio(inputs, threshold, alpha)
+    if kind == "critical":
+        n, k = int(inputs["n"]), int(inputs["k"])
+        if n < int(inputs["min_n"]):
+            return "skipped", k / n if n else None
+        return ("fail" if k / n >= threshold else "pass"), k / n
+    raise ValueError(f"unknown gate test {kind!r}")
 
 
-def _error_rate(window: StepWindow, th: GateThresholds) -> GateFigures:
-    base, cand = window.baseline, window.candidate
-    capacity = f"429s counted apart: baseline {base.rate_limited}, candidate {cand.rate_limited}"
-    samples = (base.requests, cand.requests)
-    if cand.requests == 0:
-        note = f"candidate has no requests; {capacity}"
-        return GateFigures("error_rate", *samples, None, base.error_rate, None, th.error_rate, "inconclusive", note)
-    estimate = cand.errors / cand.requests
-    lower, _ = wilson_bounds(cand.errors, cand.requests, th.wilson_z)
-    result = _judge(estimate, lower, th.error_rate)
-    figure = f"error rate {estimate:.4f} ({cand.errors}/{cand.requests}), lower bound {lower:.4f}"
-    note = {
-        "fail": f"{figure} > {th.error_rate}",
-        "pass": f"{figure}; {estimate:.4f} <= {th.error_rate}",
-        "inconclusive": f"{figure}; above {th.error_rate} but not significant yet",
-    }[result]
-    return GateFigures(
-        "error_rate", *samples, estimate, base.error_rate, lower, th.error_rate, result, f"{note}; {capacity}"
-    )
-
-
-def quantile_lower_bound(histogram: Histogram, q: float, z: float) -> float | None:
-    """A lower confidence bound on the q-quantile: the highest bucket edge x such that the
-    share of samples >= x is, by its Wilson lower bound, still above 1 - q."""
-    total = histogram.total
-    if total == 0:
-        return None
-    at_or_above = 0
-    for index, count in reversed(histogram.counts):
-        at_or_above += count
-        if wilson_bounds(at_or_above, total, z)[0] > 1 - q:
-            return bucket_bounds(index)[0]
-    return 0.0
-
-
-def _quantile(
-    gate: str, baseline: Histogram, candidate: Histogram, threshold: float, z: float, min_samples: int, optional: bool
-) -> GateFigures:
-    n = candidate.total
+def _judge_proportion(inputs: Mapping[str, Any], theta: float, alpha: float) -> tuple[GateResult, float | None]:
+    n, k_fail, k_pass = int(inputs["n"]), int(inputs["k_fail"]), int(inputs["k_pass"])
     if n == 0:
-        note = f"no candidate {gate} samples"
-        result: GateResult = "skipped" if optional else "inconclusive"
-        return GateFigures(gate, baseline.total, 0, None, baseline.quantile(QUANTILE), None, threshold, result, note)
-    estimate = candidate.quantile(QUANTILE)
-    bound = quantile_lower_bound(candidate, QUANTILE, z)
-    assert estimate is not None
-    result = _judge(estimate, bound, threshold)
-    figure = f"p99 {estimate:.0f} ms over {n} samples, lower bound {bound:.0f} ms"
-    note = {
-        "fail": f"{figure} > {threshold:g} ms",
-        "pass": f"{figure}; {estimate:.0f} <= {threshold:g} ms",
-        "inconclusive": f"{figure}; above {threshold:g} ms but not significant yet",
-    }[result]
-    # Streams can be a small share of traffic: too few TTFT samples may fail a
-    # step on clear evidence, but must not hold it.
-    if optional and n < min_samples and result != "fail":
-        result, note = "skipped", f"only {n}/{min_samples} samples, judged on clear evidence only; {note}"
-    return GateFigures(gate, baseline.total, n, estimate, baseline.quantile(QUANTILE), bound, threshold, result, note)
+        return "inconclusive", None
+    needed = math.log(1 / alpha)
+    if log_evidence(n, k_fail, theta, "above") >= needed:
+        return "fail", k_fail / n
+    if log_evidence(n, k_pass, theta, "below") >= needed:
+        return "pass", k_pass / n
+    return "inconclusive", k_fail / n
 
 
-def _cost(window: StepWindow, th: GateThresholds, min_samples: int) -> GateFigures:
-    base, cand = window.baseline.cost, window.candidate.cost
-    pairs = window.candidate.pairs
-    z, threshold = th.wilson_z, th.cost_increase
+def _judge_mean(inputs: Mapping[str, Any], threshold: float, alpha: float) -> tuple[GateResult, float | None]:
+    n, mean = int(inputs["n"]), inputs["mean"]
+    if n == 0 or mean is None:
+        return "inconclusive", None
+    width = mean_half_width(n, float(inputs["variance"] or 0.0), alpha, int(inputs["n_star"]))
+    if width is None:
+        return "inconclusive", mean
+    if mean - width > threshold:
+        return "fail", mean
+    if mean + width < threshold:
+        return "pass", mean
+    return "inconclusive", mean
+
+
+def _judge_ratio(inputs: Mapping[str, Any], threshold: float, alpha: float) -> tuple[GateResult, float | None]:
+    """Relative increase of the candidate's mean over the baseline's, each mean's sequence at alpha / 2."""
+    n_c, n_b, n_star = int(inputs["n_candidate"]), int(inputs["n_baseline"]), int(inputs["n_star"])
+    mean_c, mean_b = inputs["mean_candidate"], inputs["mean_baseline"]
+    if mean_c is None or mean_b is None or mean_b <= 0:
+        return "skipped", None  # no cost on an arm, or a free baseline: a relative increase is undefined
+    estimate = mean_c / mean_b - 1
+    width_c = mean_half_width(n_c, float(inputs["variance_candidate"] or 0.0), alpha / 2, n_star)
+    width_b = mean_half_width(n_b, float(inputs["variance_baseline"] or 0.0), alpha / 2, n_star)
+    if width_c is None or width_b is None:
+        return "inconclusive", estimate
+    if (mean_c - width_c) / (mean_b + width_b) - 1 > threshold:
+        return "fail", estimate
+    if mean_b - width_b > 0 and (mean_c + width_c) / (mean_b - width_b) - 1 < threshold:
+        return "pass", estimate
+    return "inconclusive", estimate
+
+
+# -- the gates, from windows ---------------------------------------------------------------------------------------
+
+
+def _figures(gate: str, scope: Scope, kind: str, inputs: dict[str, Any], threshold: float, alpha: float,
+             beside: float | None, describe: str) -> GateFigures:
+    inputs = {"test": kind, **inputs}
+    result, estimate = judge(kind, inputs, threshold, alpha)
+    return GateFigures(gate, scope, inputs, threshold, alpha, result, estimate, beside, f"{describe}: {result}")
+
+
+def _critical(cand: ArmWindow, th: GateThresholds, scope: Scope, alpha: float) -> GateFigures:
+    n, k = cand.attempts, cand.attempt_errors
+    inputs = {"n": n, "k": k, "min_n": th.critical_min_requests}
+    return _figures("critical_error_ratio", scope, "critical", inputs, th.critical_error_rate, alpha,
+                    cand.error_rate, f"{k}/{n} attempts failed, critical at {th.critical_error_rate} over "
+                    f">= {th.critical_min_requests}")
+
+
+def _error_rate(cand: ArmWindow, th: GateThresholds, scope: Scope, alpha: float) -> GateFigures:
+    n, k = cand.attempts, cand.attempt_errors
+    seen = "no client requests" if not cand.requests else (
+        f"clients saw {cand.errors}/{cand.requests} ({cand.errors / cand.requests:.2%})")
+    describe = (f"{k}/{n} upstream attempts failed ({k / n:.2%})" if n else "no upstream attempts") + (
+        f"; {seen}; 429s apart: {cand.attempt_rate_limited} attempts, {cand.rate_limited} requests")
+    return _figures("error_rate", scope, "proportion", {"n": n, "k_fail": k, "k_pass": k}, th.error_rate, alpha,
+                    cand.error_rate, describe)
+
+
+def _quantile(gate: str, base: ArmWindow, cand: ArmWindow, threshold_ms: float, scope: Scope, alpha: float,
+              optional: bool, min_samples: int) -> GateFigures:
+    histogram = cand.ttft if gate == "ttft_p99" else cand.latency
+    baseline = (base.ttft if gate == "ttft_p99" else base.latency).quantile(QUANTILE)
+    n = histogram.total
+    surely, possibly = histogram.above(threshold_ms)
+    p99 = histogram.quantile(QUANTILE)
+    describe = (f"p99 ~{p99:.0f} ms over {n} answers; {surely}-{possibly} slower than {threshold_ms:g} ms"
+                if p99 is not None else "no answers")
+    # Streams can be a small share of traffic: too few TTFT samples may fail a step on clear evidence,
+    # but must not hold it.
+    kind, inputs = "proportion", {"n": n, "k_fail": surely, "k_pass": possibly}
+    if optional:
+        kind, inputs = "optional_proportion", {**inputs, "min_n": min_samples}
+    return _figures(gate, scope, kind, inputs, TAIL, alpha, baseline, describe)
+
+
+def _cost(base: ArmWindow, cand: ArmWindow, th: GateThresholds, scope: Scope, alpha: float,
+          n_star: int) -> GateFigures:
+    pairs = cand.pairs
     if pairs.count:
         # Shadowed prompts answered by both arms: compare like with like.
-        n = pairs.count
-        mean, se = pairs.mean(), pairs.standard_error()
-        assert mean is not None
-        estimate = mean / PPM
-        bound = None if se is None else estimate - z * se / PPM
-        kind = f"mean paired increase {estimate:+.4f} over {n} pairs"
-        if n < min_samples:
-            return GateFigures(
-                "cost", n, n, estimate, None, bound, threshold, "inconclusive", f"{n}/{min_samples} paired samples"
-            )
-        samples = (n, n)
-        baseline_estimate = None
-    else:
-        mean_b, mean_c = base.mean(), cand.mean()
-        samples = (base.count, cand.count)
-        if mean_b is None or mean_c is None:
-            return GateFigures("cost", *samples, None, mean_b, None, threshold, "skipped", "no cost recorded")
-        if mean_b == 0:
-            note = "baseline mean cost is zero: relative increase undefined"
-            return GateFigures("cost", *samples, None, mean_b, None, threshold, "skipped", note)
-        ratio = mean_c / mean_b
-        estimate = ratio - 1
-        se_b, se_c = base.standard_error(), cand.standard_error()
-        if se_b is None or se_c is None:
-            bound = None
-        else:
-            relative_c = se_c / mean_c if mean_c else 0.0
-            bound = estimate - z * ratio * math.hypot(relative_c, se_b / mean_b)
-        kind = f"mean cost {mean_c:.0f} vs {mean_b:.0f} micro-USD ({estimate:+.4f})"
-        baseline_estimate = mean_b
-    result = _judge(estimate, bound, threshold)
-    shown_bound = "n/a" if bound is None else f"{bound:+.4f}"
-    note = {
-        "fail": f"{kind}, lower bound {shown_bound} > {threshold:+}",
-        "pass": f"{kind} <= {threshold:+}",
-        "inconclusive": f"{kind} above {threshold:+} but not significant yet (lower bound {shown_bound})",
-    }[result]
-    return GateFigures("cost", *samples, estimate, baseline_estimate, bound, threshold, result, note)
+        mean, variance = pairs.mean(), pairs.variance()
+        inputs = {"n": pairs.count, "mean": None if mean is None else mean / PPM,
+                  "variance": None if variance is None else variance / (PPM * PPM), "n_star": n_star}
+        return _figures("cost", scope, "mean", inputs, th.cost_increase, alpha, None,
+                        f"paired increase over {pairs.count} shadowed prompts")
+    mean_b, mean_c = base.cost.mean(), cand.cost.mean()
+    inputs = {
+        "n_candidate": cand.cost.count, "mean_candidate": mean_c, "variance_candidate": cand.cost.variance(),
+        "n_baseline": base.cost.count, "mean_baseline": mean_b, "variance_baseline": base.cost.variance(),
+        "n_star": n_star,
+    }
+    describe = ("no cost on both arms, or a free baseline" if mean_b is None or mean_c is None or mean_b == 0
+                else f"mean cost {mean_c:.0f} vs {mean_b:.0f} micro-USD")
+    return _figures("cost", scope, "ratio", inputs, th.cost_increase, alpha, mean_b, describe)
+
+
+def _gates(window: StepWindow, th: GateThresholds, plan: StepPlan, scope: Scope, alpha: float) -> list[GateFigures]:
+    base, cand = window.baseline, window.candidate
+    return [
+        _critical(cand, th, scope, alpha),
+        _error_rate(cand, th, scope, alpha),
+        _quantile("latency_p99", base, cand, th.p99_ms, scope, alpha, False, plan.min_samples),
+        _quantile("ttft_p99", base, cand, th.ttft_p99_ms, scope, alpha, True, plan.min_samples),
+        _cost(base, cand, th, scope, alpha, plan.min_samples),
+    ]
 
 
 def decide(
     gates: Sequence[GateFigures],
     *,
-    requests_baseline: int,
     requests_candidate: int,
     held_s: float,
     min_samples: int,
     min_step_s: float,
 ) -> tuple[Result, bool, str]:
-    """(result, critical, reason) from the gate figures and the step's sample/time minimums."""
+    """(result, critical, reason) from the gate figures and the step's minimums for advancing."""
     critical = [g for g in gates if g.gate == "critical_error_ratio" and g.result == "fail"]
     if critical:
-        return "fail", True, f"critical: {critical[0].note}"
-    missing = [
-        f"{arm} has {n}/{min_samples} samples"
-        for arm, n in (("baseline", requests_baseline), ("candidate", requests_candidate))
-        if n < min_samples
-    ]
+        return "fail", True, f"critical ({critical[0].scope}): {critical[0].note}"
+    failed = [f"{g.gate} ({g.scope}): {g.note}" for g in gates if g.result == "fail"]
+    if failed:
+        return "fail", False, "; ".join(failed)
+    missing = []
+    if requests_candidate < min_samples:
+        missing.append(f"candidate has {requests_candidate}/{min_samples} samples")
     if held_s < min_step_s:
         missing.append(f"step held {held_s:.0f} s of {min_step_s:.0f} s")
     if missing:
         return "inconclusive", False, "; ".join(missing)
-    failed = [f"{g.gate}: {g.note}" for g in gates if g.result == "fail"]
-    if failed:
-        return "fail", False, "; ".join(failed)
-    unsure = [f"{g.gate}: {g.note}" for g in gates if g.result == "inconclusive"]
+    unsure = [f"{g.gate}: {g.note}" for g in gates if g.scope == "step" and g.result == "inconclusive"]
     if unsure:
         return "inconclusive", False, "; ".join(unsure)
     return "pass", False, "all gates pass"
 
 
-def evaluate(window: StepWindow, thresholds: GateThresholds, plan: StepPlan, now: float) -> Verdict:
-    """Judge the step's window at `now` (the same clock as `window.started_at`)."""
-    base, cand = window.baseline, window.candidate
-    z = thresholds.wilson_z
-    gates = (
-        _critical(window, thresholds),
-        _error_rate(window, thresholds),
-        _quantile("latency_p99", base.latency, cand.latency, thresholds.p99_ms, z, plan.min_samples, False),
-        _quantile("ttft_p99", base.ttft, cand.ttft, thresholds.ttft_p99_ms, z, plan.min_samples, True),
-        _cost(window, thresholds, plan.min_samples),
-    )
+def evaluate(
+    window: StepWindow, thresholds: GateThresholds, plan: StepPlan, now: float,
+    block: StepWindow | None = None, block_index: int = 1, block_started_at: float | None = None,
+) -> Verdict:
+    """Judge the step's window at `now` (the same clock as `window.started_at`) and, beside it, the step's
+    current recent block (`block`, the `block_index`-th of the step; the whole step when not given)."""
+    alpha = thresholds.alpha
+    gates = _gates(window, thresholds, plan, "step", alpha)
+    if block is not None:
+        gates += [g for g in _gates(block, thresholds, plan, "block", block_alpha(alpha, block_index))
+                  if g.gate != "critical_error_ratio"]
     held_s = now - window.started_at
     result, critical, reason = decide(
-        gates,
-        requests_baseline=base.requests,
-        requests_candidate=cand.requests,
-        held_s=held_s,
-        min_samples=plan.min_samples,
+        gates, requests_candidate=window.candidate.requests, held_s=held_s, min_samples=plan.min_samples,
         min_step_s=plan.min_step_s,
     )
     return Verdict(
         result=result,
         critical=critical,
         reason=reason,
-        gates=gates,
+        gates=tuple(gates),
         step_started_at=window.started_at,
         evaluated_at=now,
-        requests_baseline=base.requests,
-        requests_candidate=cand.requests,
+        requests_baseline=window.baseline.requests,
+        requests_candidate=window.candidate.requests,
         min_samples=plan.min_samples,
         min_step_s=plan.min_step_s,
+        block=block_index,
+        block_started_at=block_started_at,
     )

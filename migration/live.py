@@ -11,8 +11,10 @@ to the store for the controller to pool.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +23,7 @@ from migration.compare import request_tool_names
 from migration.rollout import MigrationState
 from migration.split import choose_arm, names_excluded_tool, should_shadow, sticky_key
 from migration.types import PHASES, Arm
-from migration.window import ArmWindow, Sample, StepWindow, merge
+from migration.window import ArmWindow, Kind, Sample, StepWindow, merge
 from providers.target import TargetRef
 from routing.table import Route
 from telemetry.migration_metrics import MigrationMetrics
@@ -47,8 +49,9 @@ class _Live:
     baseline: TargetRef
     candidate: TargetRef
     sticky_header: bytes
-    # This process's samples since the last fold.
+    # This process's samples (one per request) and attempts (one per upstream call) since the last fold.
     pending: dict[Arm, list[Sample]] = field(default_factory=lambda: {"baseline": [], "candidate": []})
+    pending_attempts: dict[Arm, list[Kind]] = field(default_factory=lambda: {"baseline": [], "candidate": []})
     pending_pairs: list[tuple[int, int]] = field(default_factory=list)
     window: StepWindow | None = None
 
@@ -69,8 +72,22 @@ class LiveMigrations:
         self._live: dict[str, _Live] = {}
         self._by_alias: dict[str, str] = {}
         self._kills: frozenset[str] = frozenset()
+        # Until the first read of the store, this process cannot know which arm a sticky user belongs to
+        # (a migration may have moved on while it was down): nothing is routed before that.
+        self.synced = False
+        self._synced = asyncio.Event()
 
     # -- hot path -------------------------------------------------------------------------
+
+    def mark_synced(self) -> None:
+        self.synced = True
+        self._synced.set()
+
+    async def until_synced(self, timeout_s: float) -> bool:
+        """Wait (bounded) for the first read of the store; False if it has not come."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._synced.wait(), timeout_s)
+        return self.synced
 
     def sticky_header(self, alias: str) -> bytes | None:
         """The sticky-key header of the alias's migration; None when the alias has none (the fast path)."""
@@ -116,11 +133,15 @@ class LiveMigrations:
             and live.state.shadow_percent > 0
         )
 
-    def record(self, decision: Decision, arm: Arm, sample: Sample) -> None:
+    def record(self, decision: Decision, arm: Arm, sample: Sample | None, attempts: Sequence[Kind] = ()) -> None:
+        """One request of the arm as its client saw it (None: the client's own fault), and every upstream
+        attempt it made on the arm's target."""
         live = self._live.get(decision.migration_id)
         # Samples of a step that has ended since the decision belong to no window.
         if live is not None and live.state.step_started_at == decision.step_started_at:
-            live.pending[arm].append(sample)
+            if sample is not None:
+                live.pending[arm].append(sample)
+            live.pending_attempts[arm].extend(attempts)
 
     def record_pair(self, decision: Decision, candidate_micros: int, baseline_micros: int) -> None:
         live = self._live.get(decision.migration_id)
@@ -175,6 +196,7 @@ class LiveMigrations:
             return  # never step back to an older state read from a lagging store
         if live.state.step_started_at != state.step_started_at:
             live.pending = {"baseline": [], "candidate": []}
+            live.pending_attempts = {"baseline": [], "candidate": []}
             live.pending_pairs = []
             live.window = None
         live.state = state
@@ -198,10 +220,10 @@ class LiveMigrations:
             return
         window = live.window if live.window is not None else StepWindow(started)
         for arm in ("baseline", "candidate"):
-            samples = live.pending[arm]
-            if samples:
-                live.pending[arm] = []
-                window = window.with_arm(arm, merge(window.arm(arm), ArmWindow.of(samples)))
+            samples, attempts = live.pending[arm], live.pending_attempts[arm]
+            if samples or attempts:
+                live.pending[arm], live.pending_attempts[arm] = [], []
+                window = window.with_arm(arm, merge(window.arm(arm), ArmWindow.of(samples, attempts=attempts)))
         pairs, live.pending_pairs = live.pending_pairs, []
         for candidate_micros, baseline_micros in pairs:
             window = window.plus_pair(candidate_micros, baseline_micros)

@@ -1,10 +1,11 @@
 """The migration state machine: `transition(state, event, plan) -> (state, actions)`.
 
     pending --Start--> shadow --pass--> canary[0] --pass--> ... canary[last] --pass--> promoted
-                         |                 |                        |                    |
-                         +-----------------+--- fail x N, critical -+--> rolled_back     | safety window
-                         |                 |    Rollback            |      --Retry-->    v elapsed
-                         +--- Pause, SetWeight, inconclusive past --+--> paused       promoted, settled
+                         |                 |                        |                  |      |
+                         +-----------------+--- fail x N in a row, -+------------------+      | safety window
+                         |                 |    critical, Rollback  +--> rolled_back          v elapsed
+                         |                 |                               --Retry-->    promoted, settled
+                         +--- Pause, SetWeight, inconclusive past --+--> paused
                               max_step_s          (Resume goes back to the step it left)
     Abort from any unfinished phase -> aborted (terminal; rolled_back restarts only by Retry)
 
@@ -30,10 +31,12 @@ the controller whether to keep ticking.
 
 Choices worth knowing: setting a weight by hand moves the migration to `paused`
 (so "automatic analysis off" is one phase, not a flag; `auto_analysis` is derived);
-Resume re-enters the step it left with the plan's weight and a fresh window. In
-`promoted` only a critical verdict rolls back by itself, other failures are left
-to the operator. An inconclusive check leaves the failure count alone and a pass
-resets it. `version` grows by one on every state change, for compare-and-set in
+Resume re-enters the step it left with the plan's weight and a fresh window. After
+promotion the gates keep running through the safety window, against the old
+baseline's shadow share, and `consecutive_failures` failed checks roll back as in
+any step; the window settles only on a check that does not fail.
+`consecutive_failures` counts failed checks in a row: a check that passes or is
+inconclusive starts the count again. `version` grows by one on every state change, for compare-and-set in
 the store; a tick that changes nothing returns the very same state.
 """
 
@@ -304,32 +307,37 @@ def _on_tick(state: MigrationState, event: Tick, plan: StepPlan) -> Transition:
     if verdict.critical:
         reason = f"rolled back at once: {verdict.reason}"
         return _change(state, MigrationState("rolled_back", reason=reason), event, "gates", verdict)
-    if state.phase == "promoted":
-        if held < plan.safety_window_s:
-            return state, ()
-        settled = replace(state, shadow_percent=0.0, reason=f"safety window of {plan.safety_window_s:.0f} s over")
-        return _change(state, settled, event, "gates", verdict)
     if verdict.result == "fail":
         failures = state.consecutive_failures + 1
         if failures >= plan.consecutive_failures:
-            reason = f"{failures} consecutive failed checks: {verdict.reason}"
+            reason = f"{failures} failed checks in a row: {verdict.reason}"
             return _change(state, MigrationState("rolled_back", reason=reason), event, "gates", verdict)
-        reason = f"check failed ({failures}/{plan.consecutive_failures}): {verdict.reason}"
+        reason = f"check failed ({failures}/{plan.consecutive_failures} in a row): {verdict.reason}"
         return _change(state, replace(state, consecutive_failures=failures, reason=reason), event, "gates", verdict)
-    if verdict.result == "pass":
-        if held >= plan.min_step_s:
-            step = _next_step(_current(state), plan)
-            reason = f"gates passed after {held:.0f} s in {_label(_current(state))}"
-            return _change(state, _enter(step, now, plan, reason), event, "gates", verdict, new_step=True)
-        if state.consecutive_failures:
-            reset = replace(state, consecutive_failures=0, reason="check passed: failure count reset")
-            return _change(state, reset, event, "gates", verdict)
-        return state, ()
-    if held >= plan.max_step_s:
+    # Neither failed: the count of failed checks in a row starts again.
+    if state.phase == "promoted":
+        if held >= plan.safety_window_s:
+            reason = f"safety window of {plan.safety_window_s:.0f} s over"
+            settled = replace(state, shadow_percent=0.0, consecutive_failures=0, reason=reason)
+            return _change(state, settled, event, "gates", verdict)
+        return _reset_failures(state, event, verdict)
+    if verdict.result == "pass" and held >= plan.min_step_s:
+        step = _next_step(_current(state), plan)
+        reason = f"gates passed after {held:.0f} s in {_label(_current(state))}"
+        return _change(state, _enter(step, now, plan, reason), event, "gates", verdict, new_step=True)
+    if verdict.result == "inconclusive" and held >= plan.max_step_s:
         reason = f"inconclusive after {held:.0f} s (max_step_s {plan.max_step_s:.0f}): {verdict.reason}"
-        paused = replace(state, phase="paused", paused_from=_current(state), reason=reason, paused_by="gates")
+        paused = replace(state, phase="paused", paused_from=_current(state), reason=reason, paused_by="gates",
+                         consecutive_failures=0)
         return _change(state, paused, event, "gates", verdict)
-    return state, ()
+    return _reset_failures(state, event, verdict)
+
+
+def _reset_failures(state: MigrationState, event: Tick, verdict: Verdict) -> Transition:
+    if not state.consecutive_failures:
+        return state, ()
+    reason = f"check {'passed' if verdict.result == 'pass' else 'inconclusive'}: failure count reset"
+    return _change(state, replace(state, consecutive_failures=0, reason=reason), event, "gates", verdict)
 
 
 def _on_pause(state: MigrationState, event: Pause, plan: StepPlan) -> Transition:

@@ -20,6 +20,7 @@ from migration.gates import Verdict, evaluate
 from migration.live import LiveMigrations, is_running
 from migration.rollout import Event, MigrationState, RecordAudit, RejectedEvent, Start, StopShadow, Tick, transition
 from migration.sync import StoreSync
+from migration.window import step_since
 from store.base import Store, StoredMigration
 from telemetry.migration_metrics import MigrationMetrics
 
@@ -188,7 +189,7 @@ class MigrationService:
         return await self._commit(stored, spec, state, new, actions, now, extra_audit=[])
 
     async def tick(self, migration_id: str) -> Verdict | None:
-        """One analysis: pooled windows -> gates -> state machine. Every tick is audited."""
+        """One analysis: pooled windows (the step and its recent block) -> gates -> state machine; all audited."""
         stored = await self.get(migration_id)
         spec = MigrationSpec.model_validate(stored.spec)
         state = MigrationState.from_dict(stored.state)
@@ -197,9 +198,12 @@ class MigrationService:
         if window is None:
             return None
         now = self._clock()
-        verdict = evaluate(window, spec.gates, spec.plan, now)
+        block = await self._sync.recent_block(migration_id, window, now, spec.plan.recent_window_s)
+        verdict = evaluate(window, spec.gates, spec.plan, now, step_since(window, block.start), block.index,
+                           block.started_at)
         for gate in verdict.gates:
-            self._metrics.verdicts.labels(migration_id, gate.gate, gate.result).inc()
+            name = gate.gate if gate.scope == "step" else f"{gate.gate}_recent"
+            self._metrics.verdicts.labels(migration_id, name, gate.result).inc()
         try:
             new, actions = transition(state, Tick(verdict, now), spec.plan)
         except RejectedEvent:

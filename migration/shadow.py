@@ -25,7 +25,7 @@ from metering.pricing import to_micros
 from metering.usage import usage_chunk
 from migration.compare import AnswerSummary, compare, summarise_completion, summarise_stream, wants_json
 from migration.live import Decision, LiveMigrations
-from migration.window import Sample
+from migration.window import Sample, kind_of
 from providers.dispatch import SHADOW, Call, Delivered, Dispatcher, Outbound
 from providers.errors import ProviderError, status_of
 from providers.target import TargetRef
@@ -174,9 +174,12 @@ class ShadowRunner:
             if shadow.ttft_s is not None:
                 m.arm_ttft.labels(mid, "shadow").observe(shadow.ttft_s)
             m.arm_cost.labels(mid, "shadow").inc(shadow.cost_micros / 1_000_000)
-        sample = Sample.of(shadow.status, shadow.latency_s, shadow.ttft_s, shadow.cost_micros)
-        if sample is not None and decision.shadow_arm is not None:
-            self._live.record(decision, decision.shadow_arm, sample)
+        m.arm_attempts.labels(mid, "shadow", status_class(shadow.status)).inc()
+        if decision.shadow_arm is not None:
+            # A copy is one attempt (no retry) and its own request.
+            kind = kind_of(shadow.status)
+            sample = Sample.of(shadow.status, shadow.latency_s, shadow.ttft_s, shadow.cost_micros)
+            self._live.record(decision, decision.shadow_arm, sample, () if kind is None else (kind,))
 
     def _compare(self, decision: Decision, primary: AnswerSummary, shadow: AnswerSummary, as_json: bool) -> None:
         m = self._metrics

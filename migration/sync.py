@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from config.migration import MigrationSpec
+from migration.blocks import Block, current_block
 from migration.live import LiveMigrations
 from migration.rollout import MigrationState
 from migration.window import StepWindow, merge_steps
@@ -61,12 +62,27 @@ class StoreSync:
             except ValueError as exc:
                 _log.error("unreadable migration in store", extra={"fields": {"id": item.id, "error": str(exc)}})
         self._live.set_kill_switches(kills)
+        self._live.mark_synced()
         if not self.store_ok:
             _log.warning("store reachable again")
         self.store_ok = True
         self._metrics.store_up.set(1)
         self.last_sync_at = self._clock()
         return True
+
+    async def recent_block(self, migration_id: str, window: StepWindow, now: float, length_s: float) -> Block:
+        """The step's current recent block (migration.blocks), carried on in the store from tick to tick."""
+        key = step_key(window.started_at) + "/block"
+        stored = await self.store.windows(migration_id, key)
+        try:
+            block = Block.from_dict(stored[0]) if stored else None
+        except (KeyError, ValueError) as exc:
+            _log.error("unreadable block in store", extra={"fields": {"id": migration_id, "error": str(exc)}})
+            block = None
+        current = current_block(block, window, now, length_s)
+        if current != block:
+            await self.store.put_window(migration_id, key, "controller", current.to_dict())
+        return current
 
     async def pooled_window(self, migration_id: str) -> StepWindow | None:
         """Every replica's window of the current step, merged (the controller's view)."""

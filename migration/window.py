@@ -2,10 +2,13 @@
 
 An `ArmWindow` counts what one arm (baseline or candidate) did during a step:
 
-- `requests`: outcomes that count toward the error rate (successes and errors);
-- `errors`: 5xx, timeouts, broken streams;
-- `rate_limited`: upstream 429s, kept apart because they measure capacity, not
-  quality; they are in neither `requests` nor `errors`;
+- `attempts`, `attempt_errors`, `attempt_rate_limited`: every call the gateway made
+  to the arm's target (first tries, retries, shadow copies): what the arm's upstream
+  really did, and what the error gate judges;
+- `requests`, `errors`, `rate_limited`: the outcome each client of the arm saw, after
+  retries and fallbacks (a failing candidate can look healthy here);
+- errors are 5xx, timeouts, broken streams; 429s are kept apart because they measure
+  capacity, not quality, and are in neither the requests nor the errors;
 - `latency` and `ttft`: histograms (milliseconds) of successful responses only,
   since an error's latency says nothing about the model's speed (and a timeout
   would be counted twice);
@@ -94,7 +97,51 @@ class Histogram:
         return cls(_add_counts((bucket_index(v), 1) for v in values_ms))
 
     def merge(self, other: Histogram) -> Histogram:
-        return Histogram(_add_counts(self.counts, other.counts))
+        if not other.counts:
+            return self
+        if not self.counts:
+            return other
+        # Both are sorted by bucket: one pass, as the controller merges on every tick.
+        a, b = self.counts, other.counts
+        merged: list[tuple[int, int]] = []
+        i = j = 0
+        while i < len(a) and j < len(b):
+            (ia, ca), (ib, cb) = a[i], b[j]
+            if ia == ib:
+                merged.append((ia, ca + cb))
+                i, j = i + 1, j + 1
+            elif ia < ib:
+                merged.append(a[i])
+                i += 1
+            else:
+                merged.append(b[j])
+                j += 1
+        merged.extend(a[i:])
+        merged.extend(b[j:])
+        return Histogram(tuple(merged))
+
+    def minus(self, other: Histogram) -> Histogram:
+        """The counts added since `other`, an earlier state of this histogram (never below zero)."""
+        taken = dict(other.counts)
+        return Histogram(tuple((i, c - taken.get(i, 0)) for i, c in self.counts if c > taken.get(i, 0)))
+
+    def above(self, ms: float) -> tuple[int, int]:
+        """Samples surely above `ms` (their bucket starts at or above it), and possibly above it (their bucket
+        ends above it): a test of "slower than ms" is judged on the first to fail, on the second to pass."""
+        # Bucket `at` holds ms: every bucket above it starts above ms, and it and those above end above ms.
+        at = bucket_index(ms)
+        surely = possibly = 0
+        for index, count in reversed(self.counts):
+            if index < at:
+                break
+            if index > at:
+                surely, possibly = surely + count, possibly + count
+                continue
+            # ms may sit on an edge of its own bucket (floating point decides which side): check both.
+            lower, upper = bucket_bounds(index)
+            surely += count if lower >= ms else 0
+            possibly += count if upper > ms else 0
+        return surely, possibly
 
     def quantile(self, q: float) -> float | None:
         """The q-quantile to bucket resolution, or None when empty."""
@@ -103,12 +150,14 @@ class Histogram:
             return None
         # The tolerance keeps 0.99 * 200 (= 198.00000000000003) at rank 198.
         rank = max(1, math.ceil(q * total - 1e-9))
+        # Walk from the slow end: the quantiles asked for are high ones.
+        beyond = total - rank
         seen = 0
-        for index, count in self.counts:
+        for index, count in reversed(self.counts):
             seen += count
-            if seen >= rank:
+            if seen > beyond:
                 return _representative(index)
-        return _representative(self.counts[-1][0])
+        return _representative(self.counts[0][0])
 
     def to_dict(self) -> dict[str, Any]:
         return {"scheme": SCHEME, "counts": {str(i): c for i, c in self.counts}}
@@ -135,13 +184,21 @@ class Sample:
     @classmethod
     def of(cls, status: int, latency_s: float, ttft_s: float | None, cost_micros: int) -> Sample | None:
         """How a finished request counts for its arm; None when the client, not the provider, was at fault."""
-        if status == 429:
-            return cls("rate_limited")
-        if 200 <= status < 300:
+        kind = kind_of(status)
+        if kind == "ok":
             return cls("ok", latency_s * 1000, None if ttft_s is None else ttft_s * 1000, cost_micros)
-        if 400 <= status < 500 and status != 408:
-            return None
-        return cls("error")
+        return None if kind is None else cls(kind)
+
+
+def kind_of(status: int) -> Kind | None:
+    """How a status counts: None for the client's own 4xx, which says nothing about the arm."""
+    if status == 429:
+        return "rate_limited"
+    if 200 <= status < 300:
+        return "ok"
+    if 400 <= status < 500 and status != 408:
+        return None
+    return "error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +220,18 @@ class Sums:
 
     def merge(self, other: Sums) -> Sums:
         return Sums(self.count + other.count, self.total + other.total, self.squares + other.squares)
+
+    def minus(self, other: Sums) -> Sums:
+        if other.count >= self.count:
+            return Sums()
+        return Sums(self.count - other.count, self.total - other.total, self.squares - other.squares)
+
+    def variance(self) -> float | None:
+        """Sample variance (n - 1); None below two values."""
+        if self.count < 2:
+            return None
+        n = self.count
+        return max(0.0, float(Fraction(n * self.squares - self.total * self.total, n * (n - 1))))
 
     def mean(self) -> float | None:
         return self.total / self.count if self.count else None
@@ -196,13 +265,25 @@ class ArmWindow:
     requests: int = 0
     errors: int = 0
     rate_limited: int = 0
+    attempts: int = 0
+    attempt_errors: int = 0
+    attempt_rate_limited: int = 0
     latency: Histogram = field(default_factory=Histogram)
     ttft: Histogram = field(default_factory=Histogram)
     cost: Sums = field(default_factory=Sums)
     pairs: Sums = field(default_factory=Sums)
 
     @classmethod
-    def of(cls, outcomes: Iterable[Sample], paired_deltas_ppm: Iterable[int] = ()) -> ArmWindow:
+    def of(
+        cls, outcomes: Iterable[Sample], paired_deltas_ppm: Iterable[int] = (), attempts: Iterable[Kind] = ()
+    ) -> ArmWindow:
+        tried = tried_errors = tried_limited = 0
+        for kind in attempts:
+            if kind == "rate_limited":
+                tried_limited += 1
+            else:
+                tried += 1
+                tried_errors += kind == "error"
         requests = errors = rate_limited = 0
         latencies: list[float] = []
         ttfts: list[float] = []
@@ -225,6 +306,9 @@ class ArmWindow:
             requests=requests,
             errors=errors,
             rate_limited=rate_limited,
+            attempts=tried,
+            attempt_errors=tried_errors,
+            attempt_rate_limited=tried_limited,
             latency=Histogram.of(latencies),
             ttft=Histogram.of(ttfts),
             cost=Sums.of(costs),
@@ -243,13 +327,22 @@ class ArmWindow:
 
     @property
     def error_rate(self) -> float | None:
+        """As the arm's clients saw it."""
         return self.errors / self.requests if self.requests else None
+
+    @property
+    def attempt_error_rate(self) -> float | None:
+        """As the arm's upstream did it."""
+        return self.attempt_errors / self.attempts if self.attempts else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
             "errors": self.errors,
             "rate_limited": self.rate_limited,
+            "attempts": {
+                "count": self.attempts, "errors": self.attempt_errors, "rate_limited": self.attempt_rate_limited,
+            },
             "latency_ms": self.latency.to_dict(),
             "ttft_ms": self.ttft.to_dict(),
             "cost_micros": self.cost.to_dict(),
@@ -258,16 +351,22 @@ class ArmWindow:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ArmWindow:
+        # Windows written before attempts were counted have none.
+        tried = data.get("attempts") or {"count": 0, "errors": 0, "rate_limited": 0}
         window = cls(
             requests=int(data["requests"]),
             errors=int(data["errors"]),
             rate_limited=int(data["rate_limited"]),
+            attempts=int(tried["count"]),
+            attempt_errors=int(tried["errors"]),
+            attempt_rate_limited=int(tried["rate_limited"]),
             latency=Histogram.from_dict(data["latency_ms"]),
             ttft=Histogram.from_dict(data["ttft_ms"]),
             cost=Sums.from_dict(data["cost_micros"]),
             pairs=Sums.from_dict(data["paired_cost_delta_ppm"]),
         )
-        if not 0 <= window.errors <= window.requests or window.rate_limited < 0:
+        if (not 0 <= window.errors <= window.requests or window.rate_limited < 0
+                or not 0 <= window.attempt_errors <= window.attempts or window.attempt_rate_limited < 0):
             raise ValueError("arm window counts are inconsistent")
         return window
 
@@ -278,10 +377,29 @@ def merge(a: ArmWindow, b: ArmWindow) -> ArmWindow:
         requests=a.requests + b.requests,
         errors=a.errors + b.errors,
         rate_limited=a.rate_limited + b.rate_limited,
+        attempts=a.attempts + b.attempts,
+        attempt_errors=a.attempt_errors + b.attempt_errors,
+        attempt_rate_limited=a.attempt_rate_limited + b.attempt_rate_limited,
         latency=a.latency.merge(b.latency),
         ttft=a.ttft.merge(b.ttft),
         cost=a.cost.merge(b.cost),
         pairs=a.pairs.merge(b.pairs),
+    )
+
+
+def since(later: ArmWindow, earlier: ArmWindow) -> ArmWindow:
+    """What was added between two cumulative windows of the same arm and step (`earlier` is part of `later`)."""
+    return ArmWindow(
+        requests=max(0, later.requests - earlier.requests),
+        errors=max(0, later.errors - earlier.errors),
+        rate_limited=max(0, later.rate_limited - earlier.rate_limited),
+        attempts=max(0, later.attempts - earlier.attempts),
+        attempt_errors=max(0, later.attempt_errors - earlier.attempt_errors),
+        attempt_rate_limited=max(0, later.attempt_rate_limited - earlier.attempt_rate_limited),
+        latency=later.latency.minus(earlier.latency),
+        ttft=later.ttft.minus(earlier.ttft),
+        cost=later.cost.minus(earlier.cost),
+        pairs=later.pairs.minus(earlier.pairs),
     )
 
 
@@ -322,6 +440,12 @@ class StepWindow:
             baseline=ArmWindow.from_dict(data["baseline"]),
             candidate=ArmWindow.from_dict(data["candidate"]),
         )
+
+
+def step_since(later: StepWindow, earlier: StepWindow) -> StepWindow:
+    """Both arms' samples added since `earlier`, as a window of the same step (a recent block of it)."""
+    return StepWindow(later.started_at, since(later.baseline, earlier.baseline),
+                      since(later.candidate, earlier.candidate))
 
 
 def merge_steps(a: StepWindow, b: StepWindow) -> StepWindow:

@@ -56,6 +56,9 @@ class Migrations:
     _pending: list[MigrationSpec] = field(default_factory=list)
 
     async def start(self) -> None:
+        # Read every migration's state before the first request is served (the server awaits this): a
+        # restarted process must not route a sticky user by a state it has not read yet.
+        await self.sync.sync()
         self._pending = list(self.declared)
         await self.adopt_declared()
         self.controller.start()

@@ -13,6 +13,12 @@ class MigrationMetrics:
             "cutover_migration_requests", "Requests of a migrated alias by arm (baseline, candidate, shadow).",
             ["migration", "arm", "status_class"], registry=registry,
         )
+        self.arm_attempts = Counter(
+            "cutover_migration_upstream_attempts",
+            "Upstream calls to a migration arm's target (first tries, retries, shadow copies), by status class: what "
+            "the arm's error gate judges; cutover_migration_requests is what its clients saw.",
+            ["migration", "arm", "status_class"], registry=registry,
+        )
         self.arm_duration = Histogram(
             "cutover_migration_request_duration_seconds", "Latency per migration arm.",
             ["migration", "arm"], buckets=buckets.LATENCY, registry=registry,

@@ -181,7 +181,8 @@ def gateway_config(sims: Sims, state_path: Path) -> dict[str, Any]:
             "baseline": target("legacy", "legacy-large"), "candidate": target("modern", "modern-large"),
             "sticky": {"salt": "dashboards"}, "plan": PLAN,
             # Only errors may roll it back: latency gates a loaded CI machine could trip are relaxed.
-            "gates": {"p99_ms": 10_000, "ttft_p99_ms": 10_000},
+            # A loose level lets each step pass after a few hundred answers (these tests are about the panels).
+            "gates": {"p99_ms": 10_000, "ttft_p99_ms": 10_000, "alpha": 0.2},
             "shadow": {"timeout_s": 5, "max_concurrency": 1},
         }],
         "meta_models": {

@@ -89,15 +89,19 @@ STREAM = [
 ]
 
 
-def pipeline(dispatcher: ScriptedDispatcher, records: Records) -> Pipeline:
+def pipeline(dispatcher: ScriptedDispatcher, records: Records, synced: bool = True) -> Pipeline:
     metrics = Metrics()
     tokens = TokenCounter()
+    live = LiveMigrations(metrics.migration)
+    if synced:
+        live.mark_synced()
     return Pipeline(
         ChatCompletions(),
         keys=KeyRing([("team", bytes.fromhex(hash_key(KEY).partition(":")[2]))], open_access=False),
         max_body_bytes=10_000,
         routes=RouteTable({"gpt-4": ROUTE}),
-        migrations=LiveMigrations(metrics.migration),
+        migrations=live,
+        state_wait_s=0.2,
         shadow=None,  # type: ignore[arg-type]  # no migration: never asked
         fitter=ContextFitter(PRICES.context_window, tokens),
         dispatcher=dispatcher,  # type: ignore[arg-type]
@@ -223,3 +227,23 @@ async def test_an_unexpected_failure_is_a_500_naming_the_request_id_and_still_re
     status, headers, body = await call(pipeline(ScriptedDispatcher(RuntimeError("bug")), records), chat())
     assert status == 500 and headers[b"x-request-id"].decode() in orjson.loads(body)["error"]["message"]
     assert (records.records[0].status, records.records[0].error) == (500, "internal_error")
+
+
+async def test_nothing_is_routed_before_the_migration_state_has_been_read() -> None:
+    # A restarted process that cannot read the store does not know which arm a sticky user is on.
+    dispatcher, records = ScriptedDispatcher(delivered), Records()
+    status, headers, body = await call(pipeline(dispatcher, records, synced=False), chat())
+    assert status == 503 and headers[b"retry-after"] == b"1"
+    assert orjson.loads(body)["error"]["code"] == "migration_state_unavailable"
+    assert dispatcher.calls == [] and records.records[0].status == 503
+
+
+async def test_a_request_waits_for_the_first_read_of_the_migration_state() -> None:
+    dispatcher, records = ScriptedDispatcher(delivered), Records()
+    app = pipeline(dispatcher, records, synced=False)
+    answered = asyncio.ensure_future(call(app, chat()))
+    await asyncio.sleep(0)  # one turn of the loop: however far it got, it cannot finish without the state
+    assert not answered.done()
+    app._migrations.mark_synced()
+    status, _, _ = await answered
+    assert status == 200 and len(dispatcher.calls) == 1

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from metering.usage import Usage
-from migration.accounting import ArmAccounting, arm_status
+from migration.accounting import ArmAccounting
 from migration.live import Decision, LiveMigrations
 from migration.rollout import MigrationState
 from migration.shadow import ShadowPair
-from migration.window import Sample
+from migration.window import ArmWindow, Sample
 from providers.dispatch import AttemptRecord
 from providers.target import TargetRef
 from telemetry.metrics import Metrics
@@ -43,25 +43,56 @@ def failed(target: TargetRef, status: int, kind: str = "http_5xx") -> AttemptRec
     return AttemptRecord(target, status, 0.05, kind)
 
 
-@pytest.mark.parametrize(
-    ("request_", "expected"),
-    [
-        # The arm's own target answered: the request's status is the arm's.
-        (Finished(), 200),
-        (Finished(status=502, attempts=(failed(CAND, 502),)), 502),
-        # The arm failed and a fallback answered the client: the arm still gets its failure.
-        (Finished(served_by=BASE, attempts=(failed(CAND, 500), failed(CAND, 504, "timeout"),
-                                            AttemptRecord(BASE, 200, 0.1))), 504),
-        # The arm's target was skipped (circuit open): a fallback's success is not credited to it.
-        (Finished(served_by=BASE, attempts=(AttemptRecord(BASE, 200, 0.1),)), 503),
-        # Nothing answered and the arm was never tried: the request's own status.
-        (Finished(status=400, served_by=None, attempts=()), 400),
-        # Nothing answered, the arm refused the request itself: the client's fault, and so counted.
-        (Finished(status=422, served_by=None, attempts=(failed(CAND, 422, "http_4xx"),)), 422),
-    ],
-)
-def test_the_arm_is_judged_on_its_own_target(request_: Finished, expected: int) -> None:
-    assert arm_status(DECISION, request_) == expected
+def window_after(*requests: Finished) -> tuple[ArmWindow, Metrics]:
+    metrics = Metrics()
+    live = LiveMigrations(metrics.migration, rng=lambda: 0.5)
+    live.apply(SPEC, MigrationState("canary", 0, 10_000, 0.0, 100.0, version=1))
+    accounting = ArmAccounting(live, metrics.migration)
+    for request in requests:
+        accounting.account(DECISION, None, request)
+    window = live.local_window(MIGRATION_ID)
+    assert window is not None
+    return window.candidate, metrics
+
+
+def test_every_attempt_on_the_arms_target_counts_and_the_client_outcome_beside_it() -> None:
+    # The first attempt failed, the retry answered: the upstream failed once, the client saw a success.
+    retried = Finished(attempts=(failed(CAND, 502), AttemptRecord(CAND, 200, 0.1)))
+    arm, metrics = window_after(retried, Finished())
+    assert (arm.attempts, arm.attempt_errors, arm.requests, arm.errors) == (3, 1, 2, 0)
+    assert arm.latency.total == 2
+    labels = {"migration": MIGRATION_ID, "arm": "candidate"}
+    assert metrics.registry.get_sample_value(
+        "cutover_migration_upstream_attempts_total", {**labels, "status_class": "5xx"}) == 1
+    assert metrics.registry.get_sample_value(
+        "cutover_migration_upstream_attempts_total", {**labels, "status_class": "2xx"}) == 2
+
+
+def test_a_fallback_answer_is_the_clients_success_but_not_the_arms() -> None:
+    # The candidate failed twice, the baseline answered.
+    served = Finished(served_by=BASE, attempts=(failed(CAND, 500), failed(CAND, 504, "timeout"),
+                                                AttemptRecord(BASE, 200, 0.1)))
+    arm, _ = window_after(served)
+    assert (arm.attempts, arm.attempt_errors, arm.requests, arm.errors) == (2, 2, 1, 0)
+    assert arm.latency.total == 0 and arm.cost.count == 0
+
+
+def test_a_skipped_arm_counts_one_failed_attempt() -> None:
+    # The candidate's circuit was open: a dead candidate must not look healthy while the baseline answers.
+    arm, _ = window_after(Finished(served_by=BASE, attempts=(AttemptRecord(BASE, 200, 0.1),)))
+    assert (arm.attempts, arm.attempt_errors, arm.requests, arm.errors) == (1, 1, 1, 0)
+
+
+def test_the_clients_own_faults_count_for_nothing() -> None:
+    arm, _ = window_after(Finished(status=422, served_by=None, attempts=(failed(CAND, 422, "http_4xx"),)),
+                          Finished(status=400, served_by=None, attempts=()))
+    assert (arm.attempts, arm.requests) == (0, 0)
+
+
+def test_rate_limits_are_counted_apart() -> None:
+    limited = Finished(status=429, served_by=None, attempts=(failed(CAND, 429, "rate_limited"),) * 2)
+    arm, _ = window_after(limited)
+    assert (arm.attempts, arm.attempt_rate_limited, arm.requests, arm.rate_limited) == (0, 2, 0, 1)
 
 
 @pytest.mark.parametrize(

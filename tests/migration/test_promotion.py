@@ -10,8 +10,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pytest
-
 from migration.types import PHASES
 from tests.gateway.helpers import metric
 from tests.migration.conftest import StackFactory
@@ -19,7 +17,7 @@ from tests.migration.support import MIGRATION_ID, Traffic, primaries, shadows
 from tests.support import wait_for
 
 GATES = {"critical_error_ratio", "error_rate", "latency_p99", "ttft_p99", "cost"}
-GATE_FIELDS = {"samples_baseline", "samples_candidate", "estimate", "bound", "threshold", "result"}
+GATE_FIELDS = {"scope", "inputs", "estimate", "threshold", "alpha", "result", "note"}
 # Same token counts on both arms, so the candidate costs half as much per request.
 PRICES = {"old": {"input": 20, "output": 40}, "new": {"input": 10, "output": 20}}
 
@@ -35,7 +33,7 @@ def test_full_promotion_walks_every_phase_and_audits_every_verdict(make_stack: S
     stack = make_stack(prices=PRICES)
 
     with Traffic(stack.gw, workers=6) as traffic:
-        stack.wait_for("promoted", settled=True, timeout=30)
+        stack.wait_for("promoted", settled=True, timeout=60)
     assert set(traffic.statuses()) == {200}, traffic.statuses()
 
     history = stack.history()
@@ -62,7 +60,8 @@ def test_full_promotion_walks_every_phase_and_audits_every_verdict(make_stack: S
     for tick in ticks:
         verdict = tick["verdict"]
         assert verdict is not None and verdict["result"] in ("pass", "fail", "inconclusive")
-        assert {g["gate"] for g in verdict["gates"]} == GATES
+        assert {g["gate"] for g in verdict["gates"] if g["scope"] == "step"} == GATES
+        assert {g["gate"] for g in verdict["gates"] if g["scope"] == "block"} == GATES - {"critical_error_ratio"}
         for gate in verdict["gates"]:
             assert GATE_FIELDS <= set(gate), gate
             assert gate["result"] in ("pass", "fail", "inconclusive", "skipped")
@@ -83,14 +82,13 @@ def test_full_promotion_walks_every_phase_and_audits_every_verdict(make_stack: S
         assert verdict["requests_baseline"] >= 20 and verdict["requests_candidate"] >= 20
         assert verdict["evaluated_at"] - verdict["step_started_at"] >= 0.5
         assert any(t["verdict"] == verdict for t in ticks), "the step's tick is not in the trail"
-        by_gate = {g["gate"]: g for g in verdict["gates"]}
+        by_gate = {g["gate"]: g for g in verdict["gates"] if g["scope"] == "step"}
         errors = by_gate["error_rate"]
         assert (errors["estimate"], errors["threshold"], errors["result"]) == (0.0, 0.02, "pass")
-        assert errors["bound"] == pytest.approx(0.0, abs=1e-9)
-        assert errors["samples_baseline"] >= 20 and errors["samples_candidate"] >= 20
+        assert errors["inputs"]["n"] >= 20 and errors["inputs"]["k_fail"] == 0
         latency = by_gate["latency_p99"]
-        assert latency["result"] == "pass" and 0 < latency["estimate"] <= latency["threshold"] == 800.0
-        assert latency["bound"] is not None and latency["bound"] <= latency["estimate"]
+        # The share of answers slower than 800 ms, against the 1 % a p99 under 800 ms allows.
+        assert latency["result"] == "pass" and latency["estimate"] == 0.0 and latency["threshold"] == 0.01
         cost = by_gate["cost"]
         assert cost["result"] == "pass" and cost["threshold"] == 0.05
         assert cost["estimate"] is not None and -0.6 < cost["estimate"] < -0.4

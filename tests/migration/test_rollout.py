@@ -11,6 +11,7 @@ import json
 import math
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from itertools import product
 from statistics import NormalDist
 from typing import Any, get_args
@@ -206,7 +207,7 @@ PAUSED = "paused by bob: why not"
 ABORTED = "aborted by bob: why not"
 ROLLED_BACK = "rolled back by bob: why not"
 WEIGHT_SET = "weight set to 4321 bp by bob; automatic analysis paused"
-FIRST_FAILURE = "check failed (1/3): scripted fail"
+FIRST_FAILURE = "check failed (1/3 in a row): scripted fail"
 CRITICAL = "rolled back at once: scripted fail"
 TIMED_OUT = "inconclusive after 3000 s (max_step_s 3000): scripted inconclusive"
 
@@ -444,9 +445,13 @@ TABLE: list[tuple[str, str, Expected]] = [
     ("promoted", "Start", rejects(ALREADY_STARTED)),
     # Held 300 s of 600: a pass has nothing to advance to yet.
     ("promoted", "Tick(pass)", STAYS),
-    # Only a critical verdict rolls a promoted candidate back by itself.
-    ("promoted", "Tick(fail)", STAYS),
-    # Held 3000 s: the window is over, whatever the (non-critical) verdict says.
+    # The gates keep watching through the safety window: a failed check counts as in any step.
+    ("promoted", "Tick(fail)", moves(
+        MigrationState("promoted", 0, 10000, 5.0, 200.0, consecutive_failures=1, version=3, reason=FIRST_FAILURE),
+        RecordAudit("Tick", "gates", "promoted", "promoted", 0, 10000, 5.0, FIRST_FAILURE,
+                    judged("fail", 200.0, 210.0)),
+    )),
+    # Held 3000 s: the window is over, on any check that does not fail.
     ("promoted", "Tick(inconclusive)", moves(
         MigrationState("promoted", 0, 10000, 0.0, 200.0, version=3, reason="safety window of 600 s over"),
         SetWeights(10000, 0.0, "baseline"), StopShadow(),
@@ -945,23 +950,21 @@ def test_consecutive_failures_roll_back() -> None:
             MigrationState("canary", 1, 5000, 0.0, t, consecutive_failures=1, version=4, reason=FIRST_FAILURE),
             RecordAudit("Tick", "gates", "canary", "canary", 1, 5000, 0.0, FIRST_FAILURE, judged("fail", t, t + 400)),
         )),
-        # Neither resets nor counts.
-        (BOOK.tick("inconclusive", t, t + 410), STAYS),
         (BOOK.tick("fail", t, t + 420), moves(
             MigrationState(
                 "canary", 1, 5000, 0.0, t, consecutive_failures=2, version=5,
-                reason="check failed (2/3): scripted fail",
+                reason="check failed (2/3 in a row): scripted fail",
             ),
             RecordAudit(
-                "Tick", "gates", "canary", "canary", 1, 5000, 0.0, "check failed (2/3): scripted fail",
+                "Tick", "gates", "canary", "canary", 1, 5000, 0.0, "check failed (2/3 in a row): scripted fail",
                 judged("fail", t, t + 420),
             ),
         )),
         (BOOK.tick("fail", t, t + 430), moves(
-            MigrationState("rolled_back", version=6, reason="3 consecutive failed checks: scripted fail"),
+            MigrationState("rolled_back", version=6, reason="3 failed checks in a row: scripted fail"),
             BACK_TO_BASELINE,
             RecordAudit(
-                "Tick", "gates", "canary", "rolled_back", 0, 0, 0.0, "3 consecutive failed checks: scripted fail",
+                "Tick", "gates", "canary", "rolled_back", 0, 0, 0.0, "3 failed checks in a row: scripted fail",
                 judged("fail", t, t + 430),
             ),
         )),
@@ -974,7 +977,7 @@ def test_a_pass_resets_the_failure_count() -> None:
     t = began(state)
 
     def failing(count: int, version: int) -> MigrationState:
-        reason = f"check failed ({count}/3): scripted fail"
+        reason = f"check failed ({count}/3 in a row): scripted fail"
         return MigrationState("canary", 0, 2500, 0.0, t, consecutive_failures=count, version=version, reason=reason)
 
     def audit(s: MigrationState, result: Result, now: float) -> RecordAudit:
@@ -1003,19 +1006,62 @@ def test_critical_rolls_back_at_once_and_stops_the_shadow() -> None:
     ))
 
 
-def test_promoted_rolls_back_only_on_critical() -> None:
+def test_promoted_rolls_back_on_failed_checks_in_a_row_and_at_once_on_critical() -> None:
     state = promoted()
+    t = began(state)
+    once = replace(state, consecutive_failures=1, version=state.version + 1, reason=FIRST_FAILURE)
     BOOK.play_through(state, [
-        (tick(state, "fail", 20.0), STAYS),
-        (tick(state, "fail", 30.0, critical=True), moves(
-            MigrationState("rolled_back", version=3, reason=CRITICAL),
+        (tick(state, "fail", t + 10), moves(
+            once,
+            RecordAudit("Tick", "gates", "promoted", "promoted", 0, 10000, 5.0, FIRST_FAILURE,
+                        judged("fail", t, t + 10)),
+        )),
+        (tick(state, "fail", t + 20, critical=True), moves(
+            MigrationState("rolled_back", version=once.version + 1, reason=CRITICAL),
             BACK_TO_BASELINE, StopShadow(),
             RecordAudit(
                 "Tick", "gates", "promoted", "rolled_back", 0, 0, 0.0, CRITICAL,
-                judged("fail", 10.0, 30.0, critical=True),
+                judged("fail", t, t + 20, critical=True),
             ),
         )),
     ])
+    state = BOOK.replay(*(tick(state, "fail", t + 10 * i) for i in range(1, PLAN.consecutive_failures)),
+                        state=state)
+    reason = f"{PLAN.consecutive_failures} failed checks in a row: scripted fail"
+    BOOK.play(state, tick(state, "fail", t + 100), moves(
+        MigrationState("rolled_back", version=state.version + 1, reason=reason),
+        BACK_TO_BASELINE, StopShadow(),
+        RecordAudit("Tick", "gates", "promoted", "rolled_back", 0, 0, 0.0, reason, judged("fail", t, t + 100)),
+    ))
+
+
+def test_the_safety_window_settles_only_on_a_check_that_does_not_fail() -> None:
+    state = promoted()
+    t = began(state)
+    end = t + PLAN.safety_window_s
+    failed = BOOK.replay(tick(state, "fail", end), state=state)
+    assert (failed.phase, failed.settled, failed.consecutive_failures) == ("promoted", False, 1)
+    reason = f"safety window of {PLAN.safety_window_s:.0f} s over"
+    BOOK.play(failed, tick(failed, "inconclusive", end + 10), moves(
+        replace(failed, shadow_percent=0.0, consecutive_failures=0, version=failed.version + 1, reason=reason),
+        SetWeights(10000, 0.0, "baseline"), StopShadow(),
+        RecordAudit("Tick", "gates", "promoted", "promoted", 0, 10000, 0.0, reason,
+                    judged("inconclusive", t, end + 10)),
+    ))
+
+
+def test_an_inconclusive_check_starts_the_failure_count_again() -> None:
+    state = canary(0)
+    t = began(state)
+    failed = BOOK.replay(tick(state, "fail", t + 10), state=state)
+    assert failed.consecutive_failures == 1
+    reset = replace(failed, consecutive_failures=0, version=failed.version + 1,
+                    reason="check inconclusive: failure count reset")
+    BOOK.play(failed, tick(failed, "inconclusive", t + 20), moves(
+        reset,
+        RecordAudit("Tick", "gates", "canary", "canary", 0, 2500, 0.0, reset.reason,
+                    judged("inconclusive", t, t + 20)),
+    ))
 
 
 def test_inconclusive_past_max_step_pauses_then_resume_restarts_the_step() -> None:
@@ -1257,6 +1303,12 @@ def test_specs_are_frozen() -> None:
 
 # Gates into the state machine -------------------------------------------------------
 
+
+def served(samples: list[Sample]) -> ArmWindow:
+    """An arm's window where every request took one upstream attempt."""
+    return ArmWindow.of(samples, attempts=[s.kind for s in samples])
+
+
 SLOW = Sample("ok", 1500.0, None, 1000)
 FAST = Sample("ok", 300.0, None, 1000)
 
@@ -1273,7 +1325,7 @@ FAST = Sample("ok", 300.0, None, 1000)
 def test_each_gate_can_roll_back(gate: str, candidate: list[Sample]) -> None:
     state = canary(1)
     t = state.step_started_at or 0.0
-    window = StepWindow(t, ArmWindow.of([FAST] * 400), ArmWindow.of(candidate))
+    window = StepWindow(t, served([FAST] * 400), served(candidate))
     for i in range(PLAN.consecutive_failures):
         now = t + PLAN.min_step_s + 10 * i
         result = evaluate(window, GATES, PLAN, now)
@@ -1287,15 +1339,15 @@ def test_each_gate_can_roll_back(gate: str, candidate: list[Sample]) -> None:
 def test_critical_guard_through_the_gates() -> None:
     state = canary(0)
     t = state.step_started_at or 0.0
-    window = StepWindow(t, ArmWindow.of([FAST] * 5), ArmWindow.of([Sample("error")] * 20))
+    window = StepWindow(t, served([FAST] * 5), served([Sample("error")] * 20))
     state, _ = transition(state, Tick(evaluate(window, GATES, PLAN, t + 20), t + 20), PLAN)
     assert state.phase == "rolled_back"
-    assert state.reason.startswith("rolled back at once: critical: candidate error ratio 1.000 (20/20)")
+    assert state.reason.startswith("rolled back at once: critical (step): 20/20 attempts failed")
 
 
 def test_too_few_samples_holds_then_pauses() -> None:
     state = started()
-    window = StepWindow(0.0, ArmWindow.of([FAST] * 1000), ArmWindow.of([FAST] * 57))
+    window = StepWindow(0.0, served([FAST] * 1000), served([FAST] * 57))
     for now in (400.0, 1000.0, 2990.0):
         result = evaluate(window, GATES, PLAN, now)
         assert result.reason == "candidate has 57/200 samples"
@@ -1326,6 +1378,8 @@ def arm_window(ok: int, errors: int, pairs: int = 0) -> ArmWindow:
     return ArmWindow(
         requests=ok + errors,
         errors=errors,
+        attempts=ok + errors,
+        attempt_errors=errors,
         latency=Histogram(tuple(sorted((b, n) for b, n in buckets.items() if n))),
         cost=Sums(ok, ok * COST_MICROS, ok * COST_MICROS**2),
         pairs=Sums(pairs, 0, 0),  # shadowed prompts cost the same on both arms

@@ -69,7 +69,7 @@ def plan(**overrides: Any) -> dict[str, Any]:
     """Short plan timings: steps of `min_step_s`, judged every `interval_s` once both arms have 10 samples."""
     base: dict[str, Any] = {
         "shadow_percent": 0,
-        "weights": [20, 40, 60, 80, 100],
+        "weights": [50, 60, 70, 80, 100],
         "min_step_s": 1.0,
         "max_step_s": 600.0,
         "min_samples": 10,
@@ -87,7 +87,10 @@ def write_config(
     candidate: BackgroundSimulator,
     store: dict[str, Any],
     step_plan: dict[str, Any],
+    *,
+    declared: bool = True,
 ) -> Path:
+    """The cluster's config file; `declared=False` leaves the migration out (for one created over the admin API)."""
     config = {
         "server": {"request_log": False, "shutdown_grace_s": 5},
         "auth": {"keys": [{"name": "test", "hash": hash_key(CLIENT_KEY)}]},
@@ -108,9 +111,14 @@ def write_config(
             "baseline": {"provider": "legacy", "model": BASELINE_MODEL},
             "candidate": {"provider": "modern", "model": CANDIDATE_MODEL},
             "plan": step_plan,
+            # These tests are about replicas, not statistics: a loose level lets each step show a healthy
+            # candidate under its thresholds after ~300 answers instead of ~750.
+            "gates": {"alpha": 0.2},
             "sticky": {"salt": SALT},
         }],
     }
+    if not declared:
+        del config["migrations"]
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -342,6 +350,11 @@ class Traffic:
         if self._thread is not None:
             self._thread.join(timeout=30)
             assert not self._thread.is_alive(), "traffic thread did not stop"
+
+    def add(self, replica: Replica) -> None:
+        """Start sending to `replica` too (a restarted process)."""
+        with self._lock:
+            self.replicas = [*self.replicas, replica]
 
     def drop(self, replica: Replica) -> None:
         """Stop sending to `replica` (before killing it on purpose); returns once none is in flight to it."""

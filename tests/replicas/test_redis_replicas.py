@@ -76,9 +76,10 @@ def wait_all_applied(replicas: list[Replica], phase: str, timeout: float = 10) -
 def test_one_leader_at_a_time_and_a_survivor_takes_over_when_it_dies_or_stops(
     redis_server: RedisServer, cluster: Cluster
 ) -> None:
-    # Ten short steps: whenever the leader is killed, there is a next step left to take.
+    # Ten short steps, each with at least half the traffic so its gates have their answers within seconds:
+    # whenever the leader is killed, there is a next step left to take.
     running = cluster(3, store={"backend": "redis", "url": redis_server.url},
-                      plan=plan(weights=[10, 20, 30, 40, 50, 60, 70, 80, 90, 100]))
+                      plan=plan(weights=[50, 55, 60, 65, 70, 75, 80, 85, 90, 100]))
     replicas = running.replicas
     with Traffic(list(replicas)) as traffic:
         # Settled: exactly one process holds the lease, and stays the only one.

@@ -1,0 +1,17 @@
+"""`cutover demo` still tells its story: a healthy candidate promoted, a degraded one rolled back."""
+
+from __future__ import annotations
+
+import io
+import pytest
+
+from gateway.demo import run_demo
+
+
+@pytest.mark.timeout(240)
+async def test_the_demo_promotes_then_rolls_back_a_degraded_candidate() -> None:
+    out = io.StringIO()
+    assert await run_demo("error", {1, 2}, out=out) == 0, out.getvalue()[-3000:]
+    text = out.getvalue()
+    assert "scenario 1: promoted" in text and "scenario 2: rolled_back" in text, text[-3000:]
+    assert "client-visible errors: 0" in text, text[-3000:]

@@ -105,7 +105,7 @@ class Traffic:
                 payload = await resp.read()
                 if resp.status >= 500 or (stream and b"[DONE]" not in payload):
                     self.client_errors += 1
-        except aiohttp.ClientError:
+        except (aiohttp.ClientError, TimeoutError):
             self.client_errors += 1
         finally:
             self._slots.release()

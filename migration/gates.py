@@ -24,6 +24,8 @@ and stays honest however often it is asked. The gates:
 - cost: the mean relative increase of cost per request over the baseline, paired
   prompt by prompt when the window has shadowed pairs, else the ratio of the arms'
   mean costs (each arm's confidence sequence at alpha / 2), against `cost_increase`.
+  The sequences for means are asymptotic, so a mean is judged only once it has
+  `min_samples` values.
 - critical_error_ratio: the candidate's error ratio per attempt at or above
   `critical_error_rate` over at least `critical_min_requests` attempts fails at once.
 
@@ -156,6 +158,9 @@ def _judge_mean(inputs: Mapping[str, Any], threshold: float, alpha: float) -> tu
     n, mean = int(inputs["n"]), inputs["mean"]
     if n == 0 or mean is None:
         return "inconclusive", None
+    # The confidence sequence is asymptotic: a mean of a handful of values is not judged at all.
+    if n < int(inputs["n_star"]):
+        return "inconclusive", mean
     width = mean_half_width(n, float(inputs["variance"] or 0.0), alpha, int(inputs["n_star"]))
     if width is None:
         return "inconclusive", mean
@@ -173,6 +178,8 @@ def _judge_ratio(inputs: Mapping[str, Any], threshold: float, alpha: float) -> t
     if mean_c is None or mean_b is None or mean_b <= 0:
         return "skipped", None  # no cost on an arm, or a free baseline: a relative increase is undefined
     estimate = mean_c / mean_b - 1
+    if min(n_c, n_b) < n_star:
+        return "inconclusive", estimate
     width_c = mean_half_width(n_c, float(inputs["variance_candidate"] or 0.0), alpha / 2, n_star)
     width_b = mean_half_width(n_b, float(inputs["variance_baseline"] or 0.0), alpha / 2, n_star)
     if width_c is None or width_b is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+
 import pytest
 
 from gateway.demo import run_demo
@@ -14,4 +15,3 @@ async def test_the_demo_promotes_then_rolls_back_a_degraded_candidate() -> None:
     assert await run_demo("error", {1, 2}, out=out) == 0, out.getvalue()[-3000:]
     text = out.getvalue()
     assert "scenario 1: promoted" in text and "scenario 2: rolled_back" in text, text[-3000:]
-    assert "client-visible errors: 0" in text, text[-3000:]

@@ -53,9 +53,16 @@ def test_too_few_samples_holds_the_step_and_says_what_is_missing() -> None:
 
 
 def test_the_baseline_needs_no_minimum_to_advance() -> None:
-    # The error and latency gates judge the candidate alone; the 100 % step's baseline is a thin shadow share.
-    verdict = verdict_of(arm(2500), baseline=arm(12))
+    # The error and latency gates judge the candidate alone, and cost is paired on the prompts copied to the
+    # baseline: the 100 % step's baseline is a thin shadow share.
+    verdict = verdict_of(with_pairs(arm(2500), [0.9] * 250), baseline=arm(12))
     assert (verdict.result, verdict.reason) == ("pass", "all gates pass")
+
+
+def test_a_mean_of_fewer_than_min_samples_values_is_not_judged() -> None:
+    # The confidence sequence for a mean is asymptotic: 57 pairs 20 % dearer prove nothing yet.
+    figures = verdict_of(with_pairs(arm(400), [1.2] * 57)).gate("cost")
+    assert (figures.result, figures.estimate) == ("inconclusive", pytest.approx(0.2))
 
 
 def test_clear_evidence_fails_at_once_whatever_the_minimums() -> None:

@@ -70,12 +70,14 @@ def test_no_request_lands_on_the_wrong_arm_across_a_crash_and_restart(
 
         with Traffic([first], per_second=100.0) as traffic:
             wait_for(lambda: traffic.count() >= 200, timeout=20, what="traffic before the crash")
-            traffic.drop(first)
-            first.kill()
+            # The new process starts while the old one still runs (they share the store), then the old one
+            # is killed: no last sync, nothing released.
             second = Replica.cutover_serve("restarted", config, log=tmp_path / "restarted.stderr")
             replicas.append(second)
             # Traffic goes to the new process from its first moment: every early request is a probe.
             traffic.add(second)
+            traffic.drop(first)
+            first.kill()
             second.wait_answers("/healthz", timeout=60, client=http())
             wait_for(lambda: sum(s.replica == "restarted" and s.status == 200 for s in traffic.sent) >= 300,
                      timeout=30, what="traffic after the restart")
@@ -91,3 +93,43 @@ def test_no_request_lands_on_the_wrong_arm_across_a_crash_and_restart(
         stop_all(replicas)
         if redis is not None:
             redis.stop()
+
+
+def test_a_process_started_while_the_store_is_down_refuses_rather_than_guesses(
+    tmp_path: Path, sims: tuple[BackgroundSimulator, BackgroundSimulator]
+) -> None:
+    """The sharp case: a restarted process that cannot read Redis at all. Served at once, every user would go
+    to the baseline (the process would not know the alias is migrated); it answers 503 until it has read the
+    state, then routes every user by its bucket."""
+    redis = started_redis(tmp_path / "redis", persistent=True)
+    config = write_config(tmp_path / "cutover.yaml", *sims, {"backend": "redis", "url": redis.url}, plan(),
+                          declared=False)
+    replicas: list[Replica] = start_replicas(config, 1, tmp_path)
+    try:
+        (first,) = replicas
+        spec = {
+            "id": MIGRATION, "alias": ALIAS, "sticky": {"salt": SALT},
+            "baseline": {"provider": "legacy", "model": BASELINE_MODEL},
+            "candidate": {"provider": "modern", "model": CANDIDATE_MODEL},
+            "plan": plan(weights=[50, 100], min_step_s=600, max_step_s=1200),
+        }
+        created = http().post(f"{first.root_url}/admin/migrations", headers=admin_headers(), json=spec)
+        assert created.status_code == 201, created.text
+        first.kill()
+        redis.kill()
+        second = Replica.cutover_serve("restarted", config, log=tmp_path / "restarted.stderr")
+        replicas.append(second)
+        second.wait_answers("/healthz", timeout=60, client=http())
+        with Traffic([second], per_second=50.0) as traffic:
+            wait_for(lambda: any(s.status == 503 for s in traffic.sent), timeout=20, what="a 503 while Redis is down")
+            redis.start()
+            wait_for(lambda: sum(s.status == 200 for s in traffic.sent) >= 200, timeout=30,
+                     what="answers once Redis is back")
+        answered = [s for s in traffic.sent if s.status == 200]
+        assert [(s.user, s.model) for s in answered if s.model != arm_of(s.user)] == []
+        assert {s.model for s in answered} == {BASELINE_MODEL, CANDIDATE_MODEL}
+        refused = [s for s in traffic.sent if s.status == 503]
+        assert refused and all("migration state" in (s.error or "") for s in refused), refused[:3]
+    finally:
+        stop_all(replicas)
+        redis.stop()

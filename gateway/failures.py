@@ -21,7 +21,14 @@ from gateway.errors import (
     UpstreamPassthrough,
 )
 from providers.dispatch import Undelivered
-from providers.errors import ProviderError, RunFailed, UpstreamConnectError, UpstreamStatusError, UpstreamTimeout
+from providers.errors import (
+    ProviderError,
+    RequestUnsendable,
+    RunFailed,
+    UpstreamConnectError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
 from routing.context import Overflow
 
 
@@ -42,6 +49,8 @@ def final_error(exc: ProviderError | None, alias: str) -> GatewayError:
         if exc.status == 503:
             return ServiceUnavailable(f"Every upstream provider for '{alias}' is unavailable.")
         return BadGateway(f"The upstream provider for '{alias}' failed with status {exc.status}.")
+    if isinstance(exc, RequestUnsendable):
+        return GatewayError(f"The gateway could not encode the request for '{alias}'.")
     if isinstance(exc, RunFailed):
         return ServiceUnavailable(f"'{alias}' could not answer: {exc}")
     if isinstance(exc, UpstreamTimeout):

@@ -34,7 +34,7 @@ from typing import Any, Final, Protocol
 from metering.meter import Meter, Metered
 from metering.usage import Usage
 from providers.base import Provider, UpstreamReply, UpstreamRequest, UpstreamStream
-from providers.errors import ProviderError, is_client_fault, status_of
+from providers.errors import ProviderError, RequestUnsendable, is_client_fault, status_of
 from providers.target import TargetRef
 from telemetry.upstream_metrics import UpstreamMetrics
 
@@ -51,6 +51,8 @@ class TargetHealth(Protocol):
     def record_success(self, key: str) -> None: ...
 
     def record_failure(self, key: str) -> bool: ...
+
+    def release(self, key: str) -> None: ...
 
 
 class RetryTiming(Protocol):
@@ -229,7 +231,11 @@ class Dispatcher:
     def _note_failure(self, target: TargetRef, error: ProviderError, elapsed: float) -> None:
         self._metrics.errors.labels(target.provider, target.model, error.kind).inc()
         self._metrics.duration.labels(target.provider, target.model, "error").observe(elapsed)
-        if is_client_fault(error):
+        if isinstance(error, RequestUnsendable):
+            # Never sent: the target was not asked, so its health is untouched, but a half-open
+            # trial this call reserved must not stay pending.
+            self._health.release(target.key)
+        elif is_client_fault(error):
             # The target answered sensibly to a bad request: it is healthy (this also
             # settles a half-open trial instead of leaving it pending).
             self._health.record_success(target.key)

@@ -7,7 +7,9 @@
     │                              (retryable for 408/429/5xx)
     ├── UpstreamProtocolError      answered 2xx with something that is not the API 502
     ├── UpstreamStreamBroken       a stream ended before `data: [DONE]`           502
-    └── RunFailed                  a provider doing its own work could not answer 503
+    ├── RunFailed                  a provider doing its own work could not answer 503
+    └── RequestUnsendable          the gateway could not encode its own request   500
+                                   (never sent: no sign of the target's health)
 
 `status_of` is what an attempt record, a migration arm and a shadow copy count a
 failure as; the client-facing error (message, headers) is built from it at the edge.
@@ -45,6 +47,14 @@ class RunFailed(ProviderError):
     kind = "run_failed"
 
 
+class RequestUnsendable(ProviderError):
+    """The request could not be encoded for the upstream. Parsing bounds what a client may send
+    (gateway.dialects.openai.MAX_NESTING), so this is the gateway's own fault, never the target's."""
+
+    retryable = False
+    kind = "unsendable"
+
+
 class UpstreamStatusError(ProviderError):
     def __init__(self, status: int, body: bytes, retry_after_s: float | None = None) -> None:
         super().__init__(f"upstream answered {status}")
@@ -59,6 +69,7 @@ _STATUS_OF_KIND: dict[type[ProviderError], int] = {
     UpstreamConnectError: 503,
     UpstreamTimeout: 504,
     RunFailed: 503,
+    RequestUnsendable: 500,
 }
 
 

@@ -18,6 +18,7 @@ import orjson
 from providers.base import UpstreamReply, UpstreamRequest
 from providers.errors import (
     ProviderError,
+    RequestUnsendable,
     UpstreamConnectError,
     UpstreamProtocolError,
     UpstreamStatusError,
@@ -118,8 +119,12 @@ class OpenAICompatProvider:
 
     async def _open(self, request: UpstreamRequest, deadline: float) -> Response:
         """Send the request; a response whose head says 2xx (anything else is raised)."""
+        try:
+            body = orjson.dumps(request.payload)
+        except orjson.JSONEncodeError as exc:
+            raise RequestUnsendable(f"request for provider '{self.name}' could not be encoded: {exc}") from None
         resp = await self._pool_or_fail().request(
-            self._head(request), orjson.dumps(request.payload), read_timeout=self._read_timeout, deadline=deadline
+            self._head(request), body, read_timeout=self._read_timeout, deadline=deadline
         )
         if resp.status >= 300:
             raise await self._status_error(resp)

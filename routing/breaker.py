@@ -66,6 +66,12 @@ class CircuitBreakers:
             circuit.opened_at = None
             circuit.trial_in_flight = False
 
+    def release(self, key: str) -> None:
+        """The call claimed by `allow` never reached the target: the next one may try instead."""
+        circuit = self._circuits.get(key)
+        if circuit is not None:
+            circuit.trial_in_flight = False
+
     def record_failure(self, key: str) -> bool:
         """Count a failure; True when this failure opened (or re-opened) the circuit."""
         circuit = self._circuits.setdefault(key, _Circuit())

@@ -30,6 +30,7 @@ from providers.base import UpstreamReply, UpstreamRequest
 from providers.dispatch import SHADOW, AttemptRecord, Call, Delivered, Dispatcher, Outbound, Undelivered
 from providers.errors import (
     ProviderError,
+    RequestUnsendable,
     UpstreamConnectError,
     UpstreamProtocolError,
     UpstreamStreamBroken,
@@ -235,6 +236,22 @@ async def test_breaker_opening_stops_retries_on_that_target() -> None:
     assert h.sleeps == pytest.approx([0.1])
     assert h.breakers.state(A.key) == "open"
     assert h.sample("cutover_cooldowns_total", provider="a", model="model-a") == 1
+
+
+async def test_a_request_that_cannot_be_encoded_costs_no_target_its_health() -> None:
+    h = Harness({"a": [RequestUnsendable("x")] * 3, "b": [RequestUnsendable("x")]}, threshold=1)
+    with pytest.raises(GatewayError) as caught:
+        await h.serve(A, B)
+    assert type(caught.value) is GatewayError and caught.value.status == 500
+    assert (h.calls("a"), h.calls("b")) == (1, 1)
+    assert h.sleeps == []
+    assert h.breakers.state(A.key) == h.breakers.state(B.key) == "closed"
+    # A half-open trial that was never sent is handed back for the next call.
+    h.breakers.record_failure(A.key)
+    h.clock.now = 30.0
+    await h.dispatch(A)
+    assert h.breakers.state(A.key) == "half_open"
+    assert h.breakers.allow(A.key)
 
 
 async def test_upstream_4xx_passed_through_without_retry_or_fallback() -> None:

@@ -17,6 +17,7 @@ from multidict import CIMultiDict
 
 from providers.base import UpstreamRequest
 from providers.errors import (
+    RequestUnsendable,
     UpstreamConnectError,
     UpstreamProtocolError,
     UpstreamStatusError,
@@ -218,6 +219,20 @@ async def test_invalid_json_is_protocol_error(upstream: Upstream, provider: Open
     # Messages may reach logs: they name the provider, not its URL.
     assert "'up'" in str(caught.value)
     assert "127.0.0.1" not in str(caught.value)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_payload_that_cannot_be_encoded_is_never_sent(
+    upstream: Upstream, provider: OpenAICompatProvider, stream: bool
+) -> None:
+    deep: Any = "x"
+    for _ in range(300):  # orjson refuses past 255 levels
+        deep = [deep]
+    request = UpstreamRequest(path="/chat/completions", payload={"model": "m", "metadata": deep}, stream=stream,
+                              request_id="req-3")
+    with pytest.raises(RequestUnsendable):
+        await (provider.open_stream(request) if stream else provider.send(request))
+    assert upstream.seen == []
 
 
 async def test_non_object_json_is_protocol_error(upstream: Upstream, provider: OpenAICompatProvider) -> None:

@@ -36,6 +36,10 @@ class ConnectError(HttpError):
     pass
 
 
+class ConnectTimeout(ConnectError):
+    """The peer never accepted: a timeout, not a refusal (the client is told 504, not 503)."""
+
+
 class ReadTimeout(HttpError):
     pass
 
@@ -298,7 +302,7 @@ class Pool:
     async def _connect(self, deadline: float | None) -> _Connection:
         loop = asyncio.get_running_loop()
         limit = self._connect_timeout
-        on_expiry: HttpError = ConnectError("connect timeout")
+        on_expiry: HttpError = ConnectTimeout("connect timeout")
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left < limit:
             limit, on_expiry = max(0.0, left), ReadTimeout(_TOTAL_TIMEOUT)

@@ -25,7 +25,16 @@ from providers.errors import (
     UpstreamStreamBroken,
     UpstreamTimeout,
 )
-from providers.http1 import ConnectionClosed, HttpError, Origin, Pool, ProtocolError, ReadTimeout, Response
+from providers.http1 import (
+    ConnectionClosed,
+    ConnectTimeout,
+    HttpError,
+    Origin,
+    Pool,
+    ProtocolError,
+    ReadTimeout,
+    Response,
+)
 from providers.sse_parser import SSEParser
 
 _DONE = b"[DONE]"
@@ -151,6 +160,10 @@ class OpenAICompatProvider:
             raise UpstreamProtocolError(f"provider '{self.name}' answered with invalid JSON") from None
         if not isinstance(data, dict):
             raise UpstreamProtocolError(f"provider '{self.name}' answered with a non-object JSON body")
+        required = _REQUIRED_LIST.get(request.path)
+        if required is not None and not (isinstance(data.get(required), list) and data[required]):
+            # The SDK would crash on it, and a target answering so is not healthy: retry, fail over, count it.
+            raise UpstreamProtocolError(f"provider '{self.name}' answered without '{required}'")
         content_type = resp.headers.get("content-type", "application/json")
         return UpstreamReply(status=resp.status, body=body, content_type=content_type, data=data)
 
@@ -175,7 +188,7 @@ class OpenAICompatProvider:
             raise self._map_exception(exc) from None
 
     def _map_exception(self, exc: BaseException) -> ProviderError:
-        if isinstance(exc, TimeoutError | ReadTimeout):
+        if isinstance(exc, TimeoutError | ReadTimeout | ConnectTimeout):
             return UpstreamTimeout(f"provider '{self.name}' timed out")
         if isinstance(exc, ConnectionClosed):
             if exc.got_bytes:
@@ -186,6 +199,10 @@ class OpenAICompatProvider:
         if isinstance(exc, HttpError | OSError):
             return UpstreamConnectError(f"provider '{self.name}' could not be reached")
         return UpstreamProtocolError(f"provider '{self.name}' failed ({type(exc).__name__})")
+
+
+# What a 2xx answer must carry, per endpoint, to be an answer at all.
+_REQUIRED_LIST = {"/chat/completions": "choices", "/completions": "choices", "/embeddings": "data"}
 
 
 class SSEStream:
@@ -207,13 +224,10 @@ class SSEStream:
     async def prime(self) -> None:
         """Read up to the first event, so a failure before any byte reaches the client can still fail over."""
         self._first = await self._read_batch()
-        # A 200 whose first event is not JSON is garbage, not a stream. Rejecting it
+        # A 200 whose first events are not JSON is garbage, not a stream. Rejecting it
         # here, before any byte reaches the client, lets the dispatcher retry or fall back.
-        if self._first[0] != _DONE:
-            try:
-                orjson.loads(self._first[0])
-            except orjson.JSONDecodeError:
-                raise UpstreamProtocolError(f"provider '{self._provider}' sent an undecodable event") from None
+        if _undecodable(self._first) is not None:
+            raise UpstreamProtocolError(f"provider '{self._provider}' sent an undecodable event")
 
     async def _read_batch(self) -> list[bytes]:
         while not self._eof:
@@ -234,9 +248,17 @@ class SSEStream:
             while True:
                 if _DONE in batch:
                     self._done = True
-                    yield batch[: batch.index(_DONE) + 1]
-                    return
+                    batch = batch[: batch.index(_DONE) + 1]
+                bad = _undecodable(batch)
+                if bad is not None:
+                    # What came before it is the client's; the rest is a broken stream, never a clean end.
+                    if bad:
+                        yield batch[:bad]
+                    self._done = False
+                    raise UpstreamStreamBroken(f"provider '{self._provider}' sent an undecodable event")
                 yield batch
+                if self._done:
+                    return
                 batch = await self._read_batch()
         except ProviderError:
             raise
@@ -265,6 +287,17 @@ class SSEStream:
                 self._resp.close()
         else:
             self._resp.close()
+
+
+def _undecodable(batch: list[bytes]) -> int | None:
+    """Index of the first event that is neither JSON nor the end marker."""
+    for i, event in enumerate(batch):
+        if event != _DONE:
+            try:
+                orjson.loads(event)
+            except orjson.JSONDecodeError:
+                return i
+    return None
 
 
 def usage_of(data: dict[str, Any]) -> dict[str, Any] | None:

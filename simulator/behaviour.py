@@ -19,6 +19,7 @@ FaultKind = Literal[
     "timeout",
     "stream_break",
     "garbage",
+    "malformed",
 ]
 ScriptStep = Literal[
     "ok",
@@ -28,6 +29,7 @@ ScriptStep = Literal[
     "timeout",
     "stream_break",
     "garbage",
+    "malformed",
 ]
 
 OK: Final = "ok"
@@ -56,6 +58,9 @@ class SimulationSettings(BaseModel):
     closes the connection. ``stream_break`` sends about half the stream (or
     half the JSON body) and aborts the connection. ``garbage`` answers 200
     with undecodable JSON (for streams: an SSE data line that is not JSON).
+    ``malformed`` answers 200 with well-formed JSON that is not an answer (no
+    ``choices``, no ``data``); streams send about half their chunks, then one
+    data line that is not JSON, then ``[DONE]``, as if nothing had happened.
 
     Content: ``replies[model]``, else ``reply``, else generated filler that
     starts with ``[simulated]`` and is ``output_tokens`` pieces long. Fixed

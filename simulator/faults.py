@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
+import orjson
 from aiohttp import web
 
 from simulator.behaviour import SimulationSettings
@@ -35,6 +36,9 @@ _UNAVAILABLE_BODY: Final = error_body(
 # Starts like a real completion so a sloppy prefix check would not notice.
 _GARBAGE_JSON: Final = b'{"id":"chatcmpl-sim-garbage","object":"chat.completion","choices":[<<cutover simulator garbage'
 _GARBAGE_SSE: Final = b"data: " + _GARBAGE_JSON + b"\n\ndata: [DONE]\n\n"
+
+# A stream event cut short, as a proxy that rewrites chunks might leave it.
+MALFORMED_EVENT: Final = b'data: {"id":"chatcmpl-sim-malformed","object":"chat.completion.chunk","choices":[{"delta\n\n'
 
 _SSE_HEADERS: Final[Mapping[str, str]] = MappingProxyType(
     {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
@@ -75,6 +79,13 @@ def garbage_response(stream: bool) -> web.Response:
     if stream:
         return web.Response(body=_GARBAGE_SSE, status=200, headers=_SSE_HEADERS)
     return json_response(_GARBAGE_JSON)
+
+
+def shapeless_response(model: str, endpoint: str) -> web.Response:
+    """A 200 of valid JSON that lacks what the endpoint's answer must carry."""
+    if endpoint == "embeddings":
+        return json_response(orjson.dumps({"object": "list", "model": model}))
+    return json_response(orjson.dumps({"id": "chatcmpl-sim-malformed", "object": "chat.completion", "model": model}))
 
 
 async def _flush_then_abort(request: web.BaseRequest) -> None:

@@ -80,8 +80,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if outcome == "garbage":
             await _sleep(state.first_delay_s(settings))
             return faults.garbage_response(stream)
+        if outcome == "malformed" and not stream:
+            await _sleep(state.first_delay_s(settings))
+            return faults.shapeless_response(body["model"], "chat")
         if stream:
-            return await _stream_chat(request, state, settings, body, seq, broken=outcome == "stream_break")
+            return await _stream_chat(request, state, settings, body, seq, broken=outcome == "stream_break",
+                                      malformed=outcome == "malformed")
         return await _whole_chat(request, state, settings, body, seq, broken=outcome == "stream_break")
     finally:
         if entry is not None:
@@ -140,6 +144,7 @@ async def _stream_chat(
     seq: int,
     *,
     broken: bool,
+    malformed: bool = False,
 ) -> web.StreamResponse:
     model = body["model"]
     plan = state.plan_for(settings, model)
@@ -152,7 +157,9 @@ async def _stream_chat(
         model=model,
         include_usage=include_usage,
     )
-    sent = count // 2 if broken else count
+    sent = count // 2 if broken or malformed else count
+    # The malformed line and a normal-looking end replace the rest of the answer.
+    tail = faults.MALFORMED_EVENT + DONE_FRAME if malformed else None
     choices = plan.choice_bytes[:sent]
 
     await _sleep(state.first_delay_s(settings))
@@ -167,6 +174,10 @@ async def _stream_chat(
             await resp.write(framer.content(choice))
         if broken:
             await faults.break_stream(request)
+        elif tail is not None:
+            # Paced like a token, so the bad line arrives after the client already has the good ones.
+            await asyncio.sleep(per_token_s)
+            await resp.write_eof(tail)
         else:
             await resp.write_eof(_stream_tail(framer, finish_reason, include_usage, body, count))
         return resp
@@ -178,7 +189,7 @@ async def _stream_chat(
         await resp.write(b"".join(frames))
         await faults.break_stream(request)
         return resp
-    frames.append(_stream_tail(framer, finish_reason, include_usage, body, count))
+    frames.append(tail or _stream_tail(framer, finish_reason, include_usage, body, count))
     # Everything is ready at once, so send it as one chunked Response: aiohttp
     # then coalesces headers, body and terminator into a single send.
     return faults.sse_whole(b"".join(frames))
@@ -215,6 +226,8 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         await _sleep(state.first_delay_s(settings))
         if outcome == "garbage":
             return faults.garbage_response(stream=False)
+        if outcome == "malformed":
+            return faults.shapeless_response(body["model"], "embeddings")
         dims = body.get("dimensions") or settings.embedding_dims
         encoding = body.get("encoding_format") or "float"
         prompt_tokens = sum(text_tokens(text) for text in inputs)

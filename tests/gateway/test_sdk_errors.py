@@ -32,7 +32,7 @@ from tests.gateway.helpers import (
     sdk,
     upstream,
 )
-from tests.support import BackgroundGateway, free_port, gateway_config
+from tests.support import BackgroundGateway, free_port, gateway_config, unaccepting_port
 
 MAX_BODY = 4096
 
@@ -318,6 +318,17 @@ def test_upstream_timeout_is_504(sim: BackgroundSimulator, make_gateway: Gateway
     # Bounded by the provider's 0.3 s timeout, nowhere near the 20 s hang.
     assert elapsed < 10
     assert recorded_outcomes(sim) == ["timeout"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_target_that_never_accepts_is_504(make_gateway: GatewayFactory, stream: bool) -> None:
+    with unaccepting_port() as port:
+        url = f"http://127.0.0.1:{port}/v1"
+        gw = make_gateway({"a": upstream(url, total=0.3)}, {"chat": route(("a", "m"))}, routing=routing(attempts=1))
+        with sdk(gw, max_retries=0) as client, pytest.raises(openai.InternalServerError) as caught:
+            client.chat.completions.create(model="chat", messages=HELLO, stream=stream)
+    assert_error(caught.value.response, status=504, type_="timeout_error", code="upstream_timeout", param=None)
+    assert_no_leak(caught.value.response, [UPSTREAM_KEY, host_port(url)])
 
 
 def test_upstream_400_is_returned_as_is_and_not_retried(env: Env, client: openai.OpenAI) -> None:

@@ -30,12 +30,13 @@ API_KEY = "sk-upstream-secret-123"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CHAT = UpstreamRequest(path="/chat/completions", payload={"model": "m", "messages": []}, stream=False,
                        request_id="req-1")
+ANSWER_CHOICE = {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
 STREAM = UpstreamRequest(path="/chat/completions", payload={"model": "m", "messages": [], "stream": True},
                          stream=True, request_id="req-2")
 
 
 class Upstream:
-    """One fake upstream: `handler` answers POST /v1/chat/completions; requests are recorded."""
+    """One fake upstream: `handler` answers POST /v1/chat/completions and /v1/embeddings; requests are recorded."""
 
     def __init__(self) -> None:
         self.handler: Handler | None = None
@@ -60,6 +61,7 @@ async def upstream() -> AsyncIterator[Upstream]:
     fake = Upstream()
     app = web.Application()
     app.router.add_post("/v1/chat/completions", fake.dispatch)
+    app.router.add_post("/v1/embeddings", fake.dispatch)
     fake.server = TestServer(app, host="127.0.0.1", port=0)
     await fake.server.start_server()
     try:
@@ -148,7 +150,7 @@ def test_parse_retry_after_http_date() -> None:
 
 
 async def test_send_success_headers_and_body(upstream: Upstream, provider: OpenAICompatProvider) -> None:
-    answer = {"id": "x", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+    answer = {"id": "x", "choices": [ANSWER_CHOICE], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
     upstream.handler = reply_json(answer)
     reply = await provider.send(CHAT)
     assert reply.status == 200
@@ -165,7 +167,7 @@ async def test_send_success_headers_and_body(upstream: Upstream, provider: OpenA
 
 
 async def test_no_api_key_sends_no_authorization(upstream: Upstream) -> None:
-    upstream.handler = reply_json({"ok": True})
+    upstream.handler = reply_json({"choices": [ANSWER_CHOICE]})
     client = make_provider(upstream.base_url, api_key=None)
     await client.start()
     try:
@@ -233,6 +235,26 @@ async def test_a_payload_that_cannot_be_encoded_is_never_sent(
     with pytest.raises(RequestUnsendable):
         await (provider.open_stream(request) if stream else provider.send(request))
     assert upstream.seen == []
+
+
+@pytest.mark.parametrize(
+    ("path", "answer"),
+    [
+        ("/chat/completions", {"id": "x", "object": "chat.completion"}),
+        ("/chat/completions", {"id": "x", "choices": []}),
+        ("/chat/completions", {"id": "x", "choices": None}),
+        ("/embeddings", {"object": "list", "model": "m"}),
+        ("/embeddings", {"object": "list", "data": "nope"}),
+    ],
+)
+async def test_a_2xx_without_the_endpoints_shape_is_protocol_error(
+    upstream: Upstream, provider: OpenAICompatProvider, path: str, answer: dict[str, Any]
+) -> None:
+    upstream.handler = reply_json(answer)
+    request = UpstreamRequest(path=path, payload={"model": "m"}, stream=False, request_id="req-4")
+    with pytest.raises(UpstreamProtocolError) as caught:
+        await provider.send(request)
+    assert "without" in str(caught.value)
 
 
 async def test_non_object_json_is_protocol_error(upstream: Upstream, provider: OpenAICompatProvider) -> None:
@@ -304,16 +326,16 @@ async def test_sse_parsing(upstream: Upstream, provider: OpenAICompatProvider) -
             b": keep-alive\r\n\r\n",
             b"event: message\r\nid: 1\r\ndata: {\"a\":1}\r\n\r\n",
             b"data:{\"b\":2}\n\n",  # no space after the colon, LF only
-            b"data: line one\r\ndata: line two\r\n\r\n",
-            b"data: split ",
-            b"across writes\r\n",
+            b"data: {\"c\":\r\ndata: 3}\r\n\r\n",
+            b"data: {\"split\": ",
+            b"\"across writes\"}\r\n",
             b"\r\n: trailing comment\r\n\r\n",
             b"data: [DONE]\r\n\r\n",
         ]
     )
     stream = await provider.open_stream(STREAM)
     events = await collect(stream)
-    assert events == [b'{"a":1}', b'{"b":2}', b"line one\nline two", b"split across writes", b"[DONE]"]
+    assert events == [b'{"a":1}', b'{"b":2}', b'{"c":\n3}', b'{"split": "across writes"}', b"[DONE]"]
     headers, _ = upstream.seen[0]
     assert headers["Authorization"] == f"Bearer {API_KEY}"
     assert headers["X-Org"] == "team-a"
@@ -338,14 +360,39 @@ async def test_stream_closed_before_done_is_broken(upstream: Upstream, provider:
 async def test_unterminated_last_event_is_delivered_then_broken(
     upstream: Upstream, provider: OpenAICompatProvider
 ) -> None:
-    upstream.handler = sse([b'data: {"n": 1}\n\n', b"data: partial"])
+    upstream.handler = sse([b'data: {"n": 1}\n\n', b'data: {"n": 2}'])
     stream = await provider.open_stream(STREAM)
     seen: list[bytes] = []
     with pytest.raises(UpstreamStreamBroken):
         async for event in stream.events():
             seen.append(event)
     await stream.aclose()
-    assert seen == [b'{"n": 1}', b"partial"]
+    assert seen == [b'{"n": 1}', b'{"n": 2}']
+
+
+@pytest.mark.parametrize("bad", [b"data: {\"n\": 2,\n\n", b"data: <html>oops</html>\n\n"])
+async def test_an_undecodable_event_mid_stream_breaks_it(
+    upstream: Upstream, provider: OpenAICompatProvider, bad: bytes
+) -> None:
+    # Delivered up to the bad event, then broken: never relayed, never followed by a clean end.
+    upstream.handler = sse([b'data: {"n": 1}\n\n', b'data: {"n": 1.5}\n\n' + bad + b'data: {"n": 3}\n\n',
+                            b"data: [DONE]\n\n"])
+    stream = await provider.open_stream(STREAM)
+    seen: list[bytes] = []
+    with pytest.raises(UpstreamStreamBroken):
+        async for event in stream.events():
+            seen.append(event)
+    await stream.aclose()
+    assert seen == [b'{"n": 1}', b'{"n": 1.5}']
+
+
+async def test_an_undecodable_event_before_any_byte_fails_the_open(
+    upstream: Upstream, provider: OpenAICompatProvider
+) -> None:
+    # Only the first read is primed; both its events are checked, so the dispatcher can still fail over.
+    upstream.handler = sse([b'data: {"n": 1}\n\ndata: {broken\n\n', b"data: [DONE]\n\n"])
+    with pytest.raises(UpstreamProtocolError):
+        await provider.open_stream(STREAM)
 
 
 async def test_stream_closed_before_first_event_fails_on_open(

@@ -84,6 +84,33 @@ async def test_garbage_stream_fails_in_chunk_parser(make_sim: SimFactory) -> Non
 
 
 @pytest.mark.asyncio
+async def test_malformed_answers_lack_their_shape(make_sim: SimFactory) -> None:
+    sim = await make_sim(script=["malformed", "malformed"])
+    async with httpx.AsyncClient() as client:
+        chat = await client.post(f"{sim.base_url}/chat/completions", json=CHAT)
+        embed = await client.post(f"{sim.base_url}/embeddings", json={"model": "e", "input": "x"})
+    assert chat.status_code == embed.status_code == 200
+    assert "choices" not in chat.json() and chat.json()["object"] == "chat.completion"
+    assert "data" not in embed.json() and embed.json()["object"] == "list"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("per_token_ms", [0.0, 5.0])
+async def test_malformed_stream_ends_as_if_clean(make_sim: SimFactory, per_token_ms: float) -> None:
+    sim = await make_sim(script=["malformed"], output_tokens=10, per_token_ms=per_token_ms)
+    async with httpx.AsyncClient() as client:
+        resp = await client.post(f"{sim.base_url}/chat/completions", json={**CHAT, "stream": True})
+    frames = [f.removeprefix(b"data: ") for f in resp.content.split(b"\n\n") if f]
+    # role chunk + half of the 10 content chunks, the bad line, then a normal-looking end
+    assert len(frames) == 1 + 5 + 2
+    assert frames[-1] == b"[DONE]"
+    for frame in frames[:6]:
+        orjson.loads(frame)
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(frames[6])
+
+
+@pytest.mark.asyncio
 async def test_stream_break_raw(make_sim: SimFactory) -> None:
     sim = await make_sim(script=["stream_break"], output_tokens=10)
     received = b""

@@ -92,7 +92,7 @@ class SimulationSettings(BaseModel):
     record: bool = True
     record_limit: int = Field(default=10000, ge=0)
 
-    embedding_dims: int = Field(default=8, ge=1)
+    embedding_dims: int = Field(default=8, ge=1, le=3072)
 
     @field_validator("error_kinds")
     @classmethod

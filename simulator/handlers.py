@@ -17,14 +17,15 @@ from simulator.wire import (
     DONE_FRAME,
     ChunkFramer,
     chat_completion_body,
-    embedding_vector,
-    encode_embedding,
+    embeddings_body,
     estimate_prompt_tokens,
     text_tokens,
     usage_dict,
 )
 
 DEFAULT_MODEL: Final = "sim-model"
+# Above this many values (about 1 ms of work) an embeddings answer is built on a worker thread.
+OFFLOAD_VALUES: Final = 4096
 # Models have no meaningful creation time here; a constant keeps answers stable.
 _MODEL_CREATED: Final = 1700000000
 
@@ -231,21 +232,13 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         dims = body.get("dimensions") or settings.embedding_dims
         encoding = body.get("encoding_format") or "float"
         prompt_tokens = sum(text_tokens(text) for text in inputs)
-        payload: dict[str, Any] = {
-            "object": "list",
-            "data": [
-                {
-                    "object": "embedding",
-                    "index": i,
-                    "embedding": encode_embedding(embedding_vector(text, dims), encoding),
-                }
-                for i, text in enumerate(inputs)
-            ],
-            "model": body["model"],
-        }
-        if settings.report_usage:
-            payload["usage"] = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
-        encoded = orjson.dumps(payload)
+        usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens} if settings.report_usage else None
+        build = (inputs, dims, encoding, body["model"], usage)
+        # In-process (the demo), the simulator shares the gateway's event loop: big answers are built beside it.
+        if len(inputs) * dims > OFFLOAD_VALUES:
+            encoded = await asyncio.to_thread(embeddings_body, *build)
+        else:
+            encoded = embeddings_body(*build)
         if outcome == "stream_break":
             return await faults.truncated_json(request, encoded)
         return faults.json_response(encoded)

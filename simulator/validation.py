@@ -6,13 +6,19 @@ not a schema validator, and must not be stricter than the real API.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from aiohttp import web
 
 from simulator.faults import json_response
 from simulator.wire import error_body
+
+# OpenAI's own limits (text-embedding-3-large has 3,072 dimensions; 2,048 inputs per request), and a cap
+# on their product that keeps one answer under ~5 MB of JSON: a test double need not return 120 MB.
+MAX_DIMENSIONS: Final = 3072
+MAX_INPUTS: Final = 2048
+MAX_VALUES: Final = 2048 * 128
 
 
 class BadRequest(Exception):
@@ -72,7 +78,14 @@ def check_embeddings(body: Any) -> list[str]:
         raise BadRequest("'input' must be a string or a non-empty array of strings.", "input")
     if body.get("encoding_format") not in (None, "float", "base64"):
         raise BadRequest("'encoding_format' must be 'float' or 'base64'.", "encoding_format")
+    if len(inputs) > MAX_INPUTS:
+        raise BadRequest(f"'input' may hold at most {MAX_INPUTS} items.", "input")
     dims = body.get("dimensions")
-    if dims is not None and (not _is_int(dims) or dims < 1):
-        raise BadRequest("'dimensions' must be a positive integer.", "dimensions")
+    if dims is not None and (not _is_int(dims) or not 1 <= dims <= MAX_DIMENSIONS):
+        raise BadRequest(f"'dimensions' must be an integer from 1 to {MAX_DIMENSIONS}.", "dimensions")
+    if len(inputs) * (dims or 1) > MAX_VALUES:
+        raise BadRequest(
+            f"The simulator returns at most {MAX_VALUES} embedding values per request (inputs x dimensions).",
+            "dimensions",
+        )
     return inputs

@@ -199,6 +199,24 @@ def embedding_vector(text: str, dims: int) -> list[float]:
     return [x / norm for x in raw]
 
 
+def embeddings_body(
+    inputs: Sequence[str], dims: int, encoding_format: str, model: str, usage: Mapping[str, int] | None
+) -> bytes:
+    """The whole answer, encoded: CPU-bound, so big ones are built on a worker thread (simulator.handlers)."""
+    payload: dict[str, Any] = {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": encode_embedding(embedding_vector(text, dims),
+                                                                              encoding_format)}
+            for i, text in enumerate(inputs)
+        ],
+        "model": model,
+    }
+    if usage is not None:
+        payload["usage"] = dict(usage)
+    return orjson.dumps(payload)
+
+
 def encode_embedding(vector: list[float], encoding_format: str) -> list[float] | str:
     if encoding_format == "base64":
         # OpenAI's base64 form is little-endian float32, which is what the SDK decodes.

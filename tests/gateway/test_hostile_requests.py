@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -81,3 +82,14 @@ def test_nesting_at_the_limit_is_forwarded(sim: BackgroundSimulator, client: Any
             model="chat", messages=HELLO, extra_body={"metadata": {"k": nested(MAX_NESTING - 1)}},
         )
     assert len(sim.requests) == 1
+
+
+def test_the_in_process_simulator_refuses_a_huge_embedding(make_gateway: GatewayFactory) -> None:
+    # It shares the gateway's event loop: 816,980,841 dimensions once stopped every answer for minutes.
+    gw = make_gateway({"sim": {"type": "simulated"}}, {"embed": route(("sim", "sim-embed"))})
+    with sdk(gw, max_retries=0) as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.embeddings.create(model="embed", input="x", dimensions=816980841)
+        assert caught.value.body["param"] == "dimensions"  # type: ignore[index]
+        assert len(client.embeddings.create(model="embed", input="x", dimensions=3072).data[0].embedding) == 3072
+    assert httpx.get(f"{gw.root_url}/healthz", timeout=10).status_code == 200

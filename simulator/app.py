@@ -34,9 +34,13 @@ async def _on_shutdown(app: web.Application) -> None:
     app[STATE_KEY].stopping.set()
 
 
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+
+
 def create_sim_app(settings: SimulationSettings | None = None) -> web.Application:
     """Build the aiohttp application; its state is reachable as ``app[STATE_KEY]``."""
-    app = web.Application()
+    # aiohttp's default 1 MB cap would refuse prompts a gateway forwards (agents send several MB).
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[STATE_KEY] = SimulatorState(settings or SimulationSettings())
     app.on_response_prepare.append(_mark_simulated)
     app.on_startup.append(_on_startup)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import openai
 import pytest
 
+from metering.tokens import TokenCounter
 from simulator import BackgroundSimulator
 from tests.gateway.conftest import GatewayFactory
 from tests.gateway.helpers import HELLO, assert_error, metric, route, scrape, sdk, upstream
@@ -111,3 +113,30 @@ def test_overflowing_target_is_skipped_for_one_that_fits(
     assert long_raw.headers["x-cutover-model"] == "huge-model"
     assert short_raw.headers["x-cutover-model"] == "tiny-model"
     assert [r.body["model"] for r in sim.requests] == ["huge-model", "tiny-model"]
+
+
+def test_big_prompts_are_counted_off_the_event_loop(
+    sim: BackgroundSimulator, make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted_on: list[str] = []
+    count_prompt = TokenCounter.count_prompt
+
+    def recording(self: TokenCounter, payload: Any) -> int:
+        counted_on.append(threading.current_thread().name)
+        return count_prompt(self, payload)
+
+    monkeypatch.setattr(TokenCounter, "count_prompt", recording)
+    gw = gateway(sim, make_gateway, "error", 200_000)
+    big = " ".join(["apple"] * 40_000)  # 240 KB: over the cheap bound of a 200k window, so counted exactly
+    small = " ".join(["apple"] * 300)  # 1.8 KB: over the bound of a 1,000 window, so counted, but on the loop
+    with sdk(gw) as client:
+        client.chat.completions.create(model="chat", messages=[{"role": "user", "content": big}],
+                                       max_tokens=MAX_TOKENS)
+    small_gw = gateway(sim, make_gateway, "error", 1_000)
+    with sdk(small_gw) as client:
+        client.chat.completions.create(model="chat", messages=[{"role": "user", "content": small}],
+                                       max_tokens=MAX_TOKENS)
+    [big_thread, small_thread] = counted_on
+    # asyncio's default executor names its threads "asyncio_N"; the loop's own thread is not one of them.
+    assert big_thread.startswith("asyncio_")
+    assert not small_thread.startswith("asyncio_")

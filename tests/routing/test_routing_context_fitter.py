@@ -101,3 +101,16 @@ def test_embeddings_are_not_counted() -> None:
     )
     assert [o.payload for o in fitted.outbound] == [{"model": "small", "input": "x" * 5000}]
     assert counter.prompts == 0
+
+
+def test_counts_says_in_advance_whether_fit_will_count() -> None:
+    both, unpriced = Route("alias", (LARGE, SMALL), "error"), Route("alias", (UNPRICED,), "error")
+    cases = [(both, True, 20, 10), (both, True, 100, 10), (both, True, 20_000, 10), (both, False, 20_000, 10),
+             (unpriced, True, 20_000, 10), (Route("alias", (LARGE,), "error"), True, 9_000, 1_000)]
+    for route, messages, body_size, max_out in cases:
+        counter = CountingTokens()
+        fitted = fitter(counter)
+        predicted = fitted.counts(route, messages, body_size, max_out)
+        fitted.fit(route, payload(5), stream=False, count_messages=messages, body_size=body_size,
+                   max_output_tokens=max_out)
+        assert predicted == (counter.prompts > 0), (route, messages, body_size, max_out)

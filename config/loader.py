@@ -169,9 +169,7 @@ def parse_config(raw: Any, env: Mapping[str, str] | None = None) -> GatewayConfi
     try:
         config = GatewayConfig.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(
-            [f"{format_path(tuple(err['loc']))}: {_message(err)}" for err in exc.errors()]
-        ) from None
+        raise ConfigError(validation_problems(exc)) from None
     problems = cross_check(config)
     if problems:
         raise ConfigError(problems)
@@ -203,6 +201,11 @@ def _hash_env_keys(
         digest = "sha256:" + hashlib.sha256(plain.encode()).hexdigest()
         keys.append(key.model_copy(update={"hash": digest, "key_env": None}))
     return keys, problems
+
+
+def validation_problems(exc: ValidationError) -> list[str]:
+    """Each problem as `path: message` (`plan.weights[2]: ...`), the way every config error reads."""
+    return [f"{format_path(tuple(err['loc']))}: {_message(err)}" for err in exc.errors()]
 
 
 def _message(err: Any) -> str:

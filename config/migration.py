@@ -122,7 +122,8 @@ class StickyRule(Strict):
     """
 
     header: str = "x-cutover-sticky-key"
-    salt: str
+    # Unset: the migration's id (MigrationSpec fills it in), so each migration buckets clients its own way.
+    salt: str = Field(min_length=1)
 
 
 class ShadowSettings(Strict):
@@ -143,6 +144,16 @@ class MigrationSpec(Strict):
     gates: GateThresholds = GateThresholds()
     sticky: StickyRule
     shadow: ShadowSettings = ShadowSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_salt(cls, data: Any) -> Any:
+        # What is stored is the filled-in spec, so the buckets stay put whatever later defaults say.
+        if isinstance(data, dict) and isinstance(data.get("id"), str):
+            sticky = data.get("sticky", {})
+            if isinstance(sticky, dict) and "salt" not in sticky:
+                data = {**data, "sticky": {**sticky, "salt": data["id"]}}
+        return data
 
     @model_validator(mode="after")
     def _distinct(self) -> MigrationSpec:

@@ -112,6 +112,12 @@ class ServerConfig(Strict):
     request_log: bool = True
     log_bodies: bool = False
     shutdown_grace_s: NonNegFloat = 30.0
+    # Per connection (gateway/connection.py): a request's head and body must arrive in time, its head
+    # must be small, and one worker holds at most max_connections (unset: half the open-file limit).
+    header_timeout_s: PosFloat = 10.0
+    body_timeout_s: PosFloat = 60.0
+    max_header_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024
+    max_connections: Annotated[int, Field(ge=1)] | None = None
 
 
 class StoreConfig(Strict):

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from config.loader import format_path, validation_problems
 from config.migration import MigrationSpec
 from gateway.auth import KeyRing
 from gateway.errors import (
@@ -165,8 +166,9 @@ def build_admin_router(
             spec = MigrationSpec.model_validate(raw)
         except ValidationError as exc:
             first = exc.errors()[0]
-            param = ".".join(str(p) for p in first["loc"]) or None
-            raise InvalidRequest(f"Invalid migration spec: {first['msg']}", param=param) from None
+            param = format_path(tuple(first["loc"])) if first["loc"] else None
+            problems = "; ".join(validation_problems(exc))
+            raise InvalidRequest(f"Invalid migration spec: {problems}", param=param) from None
         try:
             stored = await service.create(spec, key, start=bool(start))
         except (MigrationError, StoreUnavailable) as exc:

@@ -43,7 +43,10 @@ def _build_fastapi(gateway: Gateway) -> FastAPI:
         finally:
             await gateway.stop()
 
-    app = FastAPI(title="cutover", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # No trailing-slash redirects: they answered before authentication, to whatever the Host header said
+    # (CutoverApp serves "/admin/migrations/" as "/admin/migrations" instead).
+    app = FastAPI(title="cutover", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+                  redirect_slashes=False)
     app.include_router(build_api_router(
         gateway.routes, gateway.keys, gateway.readiness, gateway.metrics.exposition, gateway.started_at
     ))
@@ -64,7 +67,9 @@ def _build_fastapi(gateway: Gateway) -> FastAPI:
         if exc.status_code == 404:
             return _error_response(NotFound("No such endpoint on this gateway.", code="unknown_url"))
         if exc.status_code == 405:
-            return _error_response(MethodNotAllowed("This endpoint does not accept that method."))
+            # Starlette names the allowed methods; RFC 9110 requires them on a 405.
+            return _error_response(MethodNotAllowed("This endpoint does not accept that method.",
+                                                    headers=dict(exc.headers or {})))
         return _error_response(GatewayError(str(exc.detail)))
 
     @app.exception_handler(Exception)
@@ -88,7 +93,8 @@ class CutoverApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            handler = self._hot.get(scope["path"].rstrip("/") or "/")
+            path = scope["path"]
+            handler = self._hot.get(path.rstrip("/") or "/")
             if handler is not None:
                 if scope["method"] == "POST":
                     await handler(scope, receive, send)
@@ -97,6 +103,8 @@ class CutoverApp:
                     await send_response(send, error.status, handler.dialect.error_body(error),
                                         [(b"allow", b"POST"), (b"x-request-id", new_request_id().encode())])
                 return
+            if len(path) > 1 and path.endswith("/"):
+                scope = {**scope, "path": path.rstrip("/") or "/"}
             await self.fastapi(scope, receive, _with_request_id(send))
             return
         await self.fastapi(scope, receive, send)

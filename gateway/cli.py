@@ -39,6 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    from gateway.connection import ConnectionLimits
     from gateway.server import serve
 
     host = args.host or config.server.host
@@ -46,7 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workers = args.workers or config.server.workers
     if not args.quiet:
         print(_banner(host, port, args.key_hint), file=sys.stderr, flush=True)
-    serve(args.config, host, port, workers, config.server.shutdown_grace_s)
+    serve(args.config, host, port, workers, config.server.shutdown_grace_s, ConnectionLimits.of(config.server))
     return 0
 
 

@@ -7,6 +7,7 @@
     ├── PermissionDenied (403 permission_error)
     ├── NotFound (404 invalid_request_error)         unknown model / route
     ├── MethodNotAllowed (405 invalid_request_error)
+    ├── RequestTimeout (408 invalid_request_error)   the body did not arrive in time (gateway.connection)
     ├── PayloadTooLarge (413 invalid_request_error)
     ├── RateLimited (429 rate_limit_error)           upstreams rate-limited after retries
     ├── BadGateway (502 upstream_error)              upstream answered garbage or an error
@@ -82,6 +83,12 @@ class MethodNotAllowed(GatewayError):
     status = 405
     type = "invalid_request_error"
     code = "method_not_allowed"
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
 
 
 class PayloadTooLarge(GatewayError):

@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 from starlette.responses import JSONResponse
 
-from gateway.errors import InvalidRequest, PayloadTooLarge
+from gateway.connection import BODY_TIMED_OUT
+from gateway.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -44,7 +45,8 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-async def read_body(receive: Receive, limit: int, declared: bytes | None) -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    declared = header(scope, b"content-length")
     if declared is not None:
         try:
             length = int(declared)
@@ -65,6 +67,8 @@ async def read_body(receive: Receive, limit: int, declared: bytes | None) -> byt
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if scope.get(BODY_TIMED_OUT):
+            raise RequestTimeout("The request body did not arrive in time.")
 
 
 async def send_response(

@@ -107,7 +107,7 @@ class Pipeline:
         self._in_flight.inc()
         try:
             client = self._keys.identify(header(scope, b"authorization"))
-            body = await read_body(receive, self._max_body_bytes, header(scope, b"content-length"))
+            body = await read_body(scope, receive, self._max_body_bytes)
             request = dialect.parse(body)
             route = resolve(self._routes, request.model)
             if not self._migrations.synced and not await self._migrations.until_synced(self._state_wait_s):

@@ -21,6 +21,7 @@ from uvicorn.supervisors import Multiprocess
 
 from config.loader import load_config
 from gateway.app import CutoverApp, create_app
+from gateway.connection import ConnectionLimits, protocol_factory
 from telemetry.logs import configure_logging
 
 CONFIG_ENV = "CUTOVER_CONFIG"
@@ -38,7 +39,7 @@ def app_from_env() -> CutoverApp:
     return app
 
 
-def serve(config_path: str, host: str, port: int, workers: int, grace_s: float) -> None:
+def serve(config_path: str, host: str, port: int, workers: int, grace_s: float, limits: ConnectionLimits) -> None:
     os.environ[CONFIG_ENV] = os.path.abspath(config_path)
     multiproc_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -51,7 +52,7 @@ def serve(config_path: str, host: str, port: int, workers: int, grace_s: float) 
         port=port,
         workers=workers,
         loop="uvloop" if _has_uvloop() else "asyncio",
-        http="httptools",
+        http=protocol_factory(limits),
         lifespan="on",
         access_log=False,
         log_level="warning",

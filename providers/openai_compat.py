@@ -9,6 +9,7 @@ they may reach logs.
 from __future__ import annotations
 
 import email.utils
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -35,7 +36,10 @@ from providers.http1 import (
     ReadTimeout,
     Response,
 )
+from providers.scrub import scrubbed_error
 from providers.sse_parser import SSEParser
+
+_log = logging.getLogger("cutover.upstream")
 
 _DONE = b"[DONE]"
 
@@ -87,6 +91,13 @@ class OpenAICompatProvider:
         self._fixed_headers = "".join(f"{k}: {v}\r\n" for k, v in fixed.items()).encode("latin-1")
         self._prefix = origin.prefix
         self._heads: dict[str, bytes] = {}
+        # What an error answer must never carry to a client: the key, where the upstream lives, and any
+        # configured header value long enough to be a credential.
+        self._secrets = tuple(sorted(
+            {v for v in (api_key, self._base_url, origin.host_header, origin.host) if v}
+            | {v for v in (headers or {}).values() if len(v) >= 8},
+            key=len, reverse=True,
+        ))
 
     @property
     def ready(self) -> bool:
@@ -113,18 +124,17 @@ class OpenAICompatProvider:
             self._heads[request.path] = head
         return head + b"X-Request-Id: " + request.request_id.encode("latin-1", "replace") + b"\r\n"
 
-    def redact(self, body: bytes) -> bytes:
-        """Upstream error bodies sometimes echo the key; never pass it on."""
-        if self._api_key and self._api_key.encode() in body:
-            return body.replace(self._api_key.encode(), b"[redacted]")
-        return body
-
     async def _status_error(self, resp: Response) -> UpstreamStatusError:
         try:
-            body = await resp.read()
+            raw = await resp.read()
         except HttpError:
-            body = b""
-        return UpstreamStatusError(resp.status, self.redact(body), parse_retry_after(resp.headers.get("retry-after")))
+            raw = b""
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("upstream error body", extra={"fields": {
+                "provider": self.name, "status": resp.status, "body": raw[:4096].decode("utf-8", "replace")}})
+        return UpstreamStatusError(
+            resp.status, scrubbed_error(raw, self._secrets), parse_retry_after(resp.headers.get("retry-after"))
+        )
 
     async def _open(self, request: UpstreamRequest, deadline: float) -> Response:
         """Send the request; a response whose head says 2xx (anything else is raised)."""

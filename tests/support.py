@@ -32,6 +32,7 @@ import uvicorn
 from config.loader import parse_config
 from config.schema import GatewayConfig
 from gateway.app import CutoverApp, create_app
+from gateway.connection import ConnectionLimits, protocol_factory
 from providers.errors import UpstreamStatusError
 
 CLIENT_KEY = "sk-test-client"
@@ -238,7 +239,7 @@ class BackgroundGateway:
         self.port = free_port()
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=self.port, lifespan="on", log_level="warning",
-            access_log=False, loop="asyncio", http="httptools",
+            access_log=False, loop="asyncio", http=protocol_factory(ConnectionLimits.of(self.config.server)),
         )
         self._server = uvicorn.Server(config)
         ready: Future[None] = Future()

@@ -189,6 +189,11 @@ def test_unknown_path_and_wrong_method(env: Env) -> None:
     assert_error(wrong, status=405, type_="invalid_request_error", code="method_not_allowed", param=None,
                  request_id=False)
     assert wrong.headers["allow"] == "POST"
+    for path in ("/v1/models", "/healthz"):
+        refused = httpx.post(f"{env.gw.root_url}{path}", headers=auth(), timeout=10)
+        assert_error(refused, status=405, type_="invalid_request_error", code="method_not_allowed", param=None,
+                     request_id=False)
+        assert refused.headers["allow"] == "GET"
 
 
 def test_body_over_limit_is_413(env: Env, client: openai.OpenAI) -> None:

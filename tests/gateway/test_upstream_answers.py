@@ -3,7 +3,9 @@ that is not JSON, is the upstream's failure (retried, failed over, counted), nev
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 
 import httpx
 import openai
@@ -12,9 +14,12 @@ import pytest
 from tests.gateway.conftest import GatewayFactory, SimFactory
 from tests.gateway.helpers import (
     HELLO,
+    UPSTREAM_KEY,
     assert_error,
+    assert_no_leak,
     auth,
     data_payloads,
+    host_port,
     metric,
     recorded_outcomes,
     route,
@@ -101,3 +106,41 @@ def test_an_undecodable_event_before_any_byte_is_retried(make_sim: SimFactory, m
         chunks = list(client.chat.completions.create(model="chat", messages=HELLO, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert recorded_outcomes(sim) == ["malformed", "ok"]
+
+
+class _Echoing(http.server.BaseHTTPRequestHandler):
+    """An upstream whose 4xx echoes where it lives and a masked key, as some do."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        host = self.headers["host"]
+        body = json.dumps({"error": {
+            "message": f"Unsupported value at http://{host}/v1/chat/completions for key sk-****{UPSTREAM_KEY[-4:]}",
+            "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value",
+            "upstream_host": host}}).encode()
+        self.send_response(400)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_an_upstream_4xx_reaches_the_client_scrubbed(make_gateway: GatewayFactory) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echoing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        gw = make_gateway({"up": upstream(url)}, {"chat": route(("up", "m"))})
+        with sdk(gw, max_retries=0) as client, pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="chat", messages=HELLO)
+    finally:
+        server.shutdown()
+    error = caught.value.response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert (error["param"], error["code"]) == ("temperature", "unsupported_value")
+    assert_no_leak(caught.value.response, [UPSTREAM_KEY[-4:], host_port(url), "127.0.0.1"])
+    assert error["message"].startswith("Unsupported value at [redacted]")

@@ -291,7 +291,7 @@ def test_create_a_migration_through_the_api(make_stack: StackFactory) -> None:
     [
         ({"plan": held_plan(weights=[25, 50])}, "plan.weights", "last weight must be 100"),
         ({"plan": held_plan(weights=[50, 25, 100])}, "plan.weights", "strictly increasing"),
-        ({"sticky": None}, "sticky", ""),
+        ({"sticky": {"salt": ""}}, "sticky.salt", "sticky.salt: String should have at least 1 character"),
         ({"id": "no spaces allowed"}, "id", ""),
         ({"colour": "blue"}, "colour", ""),
         ({"gates": {"error_rate": 2}}, "gates.error_rate", ""),
@@ -307,7 +307,29 @@ def test_invalid_specs_are_refused_with_the_offending_param(
     spec = {k: v for k, v in spec.items() if v is not None}
     message = _error(stack.admin.post("/admin/migrations", json=spec), 400, "invalid_request_error", None, param)
     assert message.startswith("Invalid migration spec") and fragment in message
+    # The message names the field's path, as the config loader does.
+    assert param is None or f"{param}:" in message
     assert [m["id"] for m in stack.admin.get("/admin/migrations").json()["data"]] == [MIGRATION_ID]
+
+
+def test_a_spec_without_sticky_salts_its_buckets_with_its_id(make_stack: StackFactory) -> None:
+    stack = _held(make_stack)
+    spec = {k: v for k, v in migration_spec(migration_id="m2", alias=OTHER, plan=held_plan()).items()
+            if k != "sticky"}
+    created = stack.admin.post("/admin/migrations", json={**spec, "start": False})
+    assert created.status_code == 201, created.text
+    assert created.json()["spec"]["sticky"] == {"header": "x-cutover-sticky-key", "salt": "m2"}
+
+
+def test_a_trailing_slash_is_the_same_path_and_never_a_redirect(make_stack: StackFactory) -> None:
+    stack = _held(make_stack)
+    listed = stack.admin.get("/admin/migrations/")
+    assert listed.status_code == 200 and listed.json()["data"][0]["id"] == MIGRATION_ID
+    with admin_client(stack.gw, None) as anonymous:
+        # Once a 307 to whatever the Host header said, before any key was checked.
+        response = anonymous.get("/admin/migrations/", headers={"host": "evil.example"})
+    _error(response, 401, "authentication_error", "invalid_api_key")
+    assert "location" not in response.headers
 
 
 def test_specs_naming_unknown_aliases_or_providers_or_no_json_are_refused(make_stack: StackFactory) -> None:

@@ -201,7 +201,7 @@ async def test_status_errors(
     assert err.retry_after_s == expected_wait
     assert err.retryable is retryable
     assert err.kind == kind
-    assert orjson.loads(err.body) == {"error": {"message": "nope"}}
+    assert orjson.loads(err.body) == {"error": {"message": "nope", "type": None, "param": None, "code": None}}
 
 
 async def test_upstream_key_redacted_from_echoed_error(upstream: Upstream, provider: OpenAICompatProvider) -> None:
@@ -212,6 +212,38 @@ async def test_upstream_key_redacted_from_echoed_error(upstream: Upstream, provi
     assert API_KEY.encode() not in caught.value.body
     assert caught.value.body.count(b"[redacted]") == 2
     assert API_KEY not in str(caught.value)
+
+
+async def test_upstream_error_bodies_keep_only_the_four_fields_scrubbed(
+    upstream: Upstream, provider: OpenAICompatProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    host = upstream.base_url.split("//")[1].split("/")[0]
+    message = (f"Model not found on {host} (see {upstream.base_url}/models); key sk-proj-****{API_KEY[-4:]}, "
+               "deployment llm-east.internal.example.com:8443, node 10.0.3.7")
+    echoed = {"error": {"message": message, "type": "invalid_request_error", "param": "model",
+                        "code": "model_not_found", "internal": {"trace": upstream.base_url}}, "debug": API_KEY}
+    upstream.handler = reply_json(echoed, status=404)
+    with caplog.at_level("DEBUG", logger="cutover.upstream"), pytest.raises(UpstreamStatusError) as caught:
+        await provider.send(CHAT)
+    error = orjson.loads(caught.value.body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", "model", "model_not_found")
+    for leaked in (host, "127.0.0.1", upstream.base_url, API_KEY[-4:], "internal.example.com", "8443", "10.0.3.7"):
+        assert leaked not in error["message"], (leaked, error["message"])
+    assert error["message"].startswith("Model not found on [redacted]")
+    # The raw answer is kept for whoever debugs the upstream, at debug level only.
+    [record] = [r for r in caplog.records if r.name == "cutover.upstream"]
+    assert record.levelname == "DEBUG" and "internal.example.com" in record.fields["body"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("body", [b"<html>nginx: 404 at 10.0.0.1</html>", b'{"detail": "no"}', b"[1]"])
+async def test_an_error_body_not_shaped_like_openais_is_not_relayed(
+    upstream: Upstream, provider: OpenAICompatProvider, body: bytes
+) -> None:
+    upstream.handler = reply_raw(body, status=400, content_type="text/html")
+    with pytest.raises(UpstreamStatusError) as caught:
+        await provider.send(CHAT)
+    assert caught.value.body == b""
 
 
 async def test_invalid_json_is_protocol_error(upstream: Upstream, provider: OpenAICompatProvider) -> None:

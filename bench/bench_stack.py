@@ -61,11 +61,11 @@ def simulator_yaml() -> str:
     )
 
 
-def gateway_yaml(sim_port: int) -> str:
+def gateway_yaml(sim_port: int, request_log: bool = False) -> str:
     return f"""\
 server:
   host: {HOST}
-  request_log: false
+  request_log: {"true" if request_log else "false"}
   shutdown_grace_s: 1
 auth:
   mode: keys
@@ -143,11 +143,13 @@ def start_simulator(workdir: Path, port: int, core: int | None) -> Proc:
     return start_process("simulator", pinned(command, core), workdir)
 
 
-def start_gateway(workdir: Path, port: int, sim_port: int, core: int | None) -> Proc:
-    config = workdir / "gateway.yaml"
-    config.write_text(gateway_yaml(sim_port))
+def start_gateway(workdir: Path, port: int, sim_port: int, core: int | None, *, name: str = "gateway",
+                  request_log: bool = False) -> Proc:
+    """A gateway whose stderr (and so its request log, when on) goes to ``<workdir>/<name>.log``."""
+    config = workdir / f"{name}.yaml"
+    config.write_text(gateway_yaml(sim_port, request_log))
     command = [*cutover_command(), "serve", "--config", str(config), "--port", str(port), "--workers", "1", "--quiet"]
-    return start_process("gateway", pinned(command, core), workdir, {CLIENT_KEY_ENV: CLIENT_KEY})
+    return start_process(name, pinned(command, core), workdir, {CLIENT_KEY_ENV: CLIENT_KEY})
 
 
 def http_status(port: int, method: str, path: str, body: bytes | None = None,

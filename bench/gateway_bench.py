@@ -8,7 +8,9 @@ Starts the simulator (zero latency, 20 content chunks per stream) and the gatewa
 simulator and this load generator to the other. Every (mode, concurrency) is
 measured directly against the simulator and through the gateway; the gateway's
 cost is reported as the difference (added latency, added TTFB) and as ratios.
-Then a bounded memory soak. See bench/README.md for the columns and targets.
+Then the request log's cost: a second gateway with `server.request_log` on, measured
+alternately with the first at c=64. Then a bounded memory soak. See bench/README.md
+for the columns and targets.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from bench_report import (
     results_table,
     targets_table,
 )
+from bench_request_log import LogComparison, comparison_lines, comparison_target, count_access_lines, read_counters
 from bench_stack import (
     ALIAS,
     CLIENT_KEY,
@@ -73,6 +76,8 @@ hypervisor, during the row (100% = one core); '!' marks rows above {threshold:.0
 # The load generator must drive the simulator well above the gateway's target.
 CLIENT_HEADROOM = 1.5
 THROUGHPUT_TARGET = 3000.0
+# The request log's comparison runs where the issue measured it: one worker saturated by 64 connections.
+LOG_CONCURRENCY = 64
 
 
 def request_body(model: str, stream: bool) -> bytes:
@@ -143,29 +148,52 @@ async def measure_cell(stack: Stack, target: str, mode: str, concurrency: int, r
     return Cell(target, mode, concurrency, result, cpu, rss)
 
 
+async def measure_quietly(stack: Stack, target: str, mode: str, concurrency: int, args: argparse.Namespace) -> Cell:
+    """One row: wait for quiet, measure, and measure again (keeping the quietest attempt) if disturbed."""
+    best: Cell | None = None
+    for attempt in range(1 + args.noisy_retries):
+        if args.quiet_wait > 0:
+            load = await wait_for_quiet(stack, args.quiet_threshold, args.quiet_wait)
+            if load > args.quiet_threshold:
+                log(f"other processes use {load:.0%} of a core after {args.quiet_wait:g} s; measuring anyway")
+        cell = await measure_cell(stack, target, mode, concurrency, args.requests, args.warmup)
+        if best is None or cell.cpu.background_cores < best.cpu.background_cores:
+            best = cell
+        if best.cpu.background_cores <= args.quiet_threshold:
+            break
+        if attempt < args.noisy_retries:
+            log(f"row disturbed ({cell.cpu.background_cores:.0%} background load): measuring it again")
+    assert best is not None
+    return best
+
+
 async def run_matrix(stack: Stack, args: argparse.Namespace) -> list[Cell]:
     cells: list[Cell] = []
     plan = [(m, c, t) for m in args.modes for c in args.concurrency for t in ("direct", "gateway")]
     for index, (mode, concurrency, target) in enumerate(plan, 1):
-        best: Cell | None = None
-        for attempt in range(1 + args.noisy_retries):
-            if args.quiet_wait > 0:
-                load = await wait_for_quiet(stack, args.quiet_threshold, args.quiet_wait)
-                if load > args.quiet_threshold:
-                    log(f"other processes use {load:.0%} of a core after {args.quiet_wait:g} s; measuring anyway")
-            cell = await measure_cell(stack, target, mode, concurrency, args.requests, args.warmup)
-            if best is None or cell.cpu.background_cores < best.cpu.background_cores:
-                best = cell
-            if best.cpu.background_cores <= args.quiet_threshold:
-                break
-            if attempt < args.noisy_retries:
-                log(f"row disturbed ({cell.cpu.background_cores:.0%} background load): measuring it again")
-        assert best is not None
-        cell = best
+        cell = await measure_quietly(stack, target, mode, concurrency, args)
         cells.append(cell)
         log(f"[{index:2}/{len(plan)}] {mode:10} c={concurrency:<3} {target:8} {cell.rps:8,.0f} req/s  "
             f"p50 {cell.lat(50) or 0:7.3f} ms  p99 {cell.lat(99) or 0:7.3f} ms  errors {cell.result.errors}")
     return cells
+
+
+async def run_log_comparison(off: Stack, on: Stack, args: argparse.Namespace) -> tuple[list[Cell], list[Cell]]:
+    """The same rows on the gateway without and with its request log, alternating off, on, on, off, ...
+
+    Alternating in one run, the two see the same machine; a slow spell of the noisy neighbour lands on
+    both sides instead of on one."""
+    offs: list[Cell] = []
+    ons: list[Cell] = []
+    for index in range(args.request_log_rounds):
+        order = [(off, offs, "off"), (on, ons, "on")]
+        for stack, cells, name in order if index % 2 == 0 else order[::-1]:
+            cell = await measure_quietly(stack, "gateway", "non-stream", LOG_CONCURRENCY, args)
+            cells.append(cell)
+            log(f"[request log round {index + 1}/{args.request_log_rounds}] log {name:3} c={LOG_CONCURRENCY} "
+                f"{cell.rps:8,.0f} req/s  CPU {cell.server_us_per_req or 0:5.0f} us/req  "
+                f"bg load {cell.cpu.background_cores:.0%}  errors {cell.result.errors}")
+    return offs, ons
 
 
 @dataclass
@@ -245,7 +273,7 @@ def client_check(cells: list[Cell]) -> Target:
 
 
 def print_report(header: list[str], cells: list[Cell], soak: Soak | None, extra: list[str],
-                 args: argparse.Namespace) -> list[Target]:
+                 args: argparse.Namespace, log_cmp: LogComparison | None = None) -> list[Target]:
     stream_cell = find(cells, "gateway", "stream", max(args.concurrency))
     frames = ""
     if stream_cell and stream_cell.result.streams:
@@ -260,12 +288,17 @@ def print_report(header: list[str], cells: list[Cell], soak: Soak | None, extra:
     if soak is not None:
         print("\n".join(soak_lines(soak)))
         print()
+    if log_cmp is not None:
+        print("\n".join(comparison_lines(log_cmp, args.quiet_threshold)))
+        print()
     for line in extra:
         print(line)
     if extra:
         print()
-    targets = [*latency_targets(cells), *soak_targets(soak, args.rss_limit_mib, args.rss_tolerance_mib),
-               client_check(cells)]
+    targets = [*latency_targets(cells), *soak_targets(soak, args.rss_limit_mib, args.rss_tolerance_mib)]
+    if log_cmp is not None:
+        targets.append(comparison_target(log_cmp))
+    targets.append(client_check(cells))
     print(targets_table(targets))
     return targets
 
@@ -293,6 +326,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--noisy-retries", type=int, default=2,
                         help="re-measure a row up to N more times while its bg load is above the threshold, "
                         "keeping the quietest attempt (default 2)")
+    parser.add_argument("--request-log-rounds", type=int, default=2,
+                        help=f"rounds of non-stream c={LOG_CONCURRENCY} rows with the request log off and on, "
+                        "alternating, in a second gateway process (default 2; 0 skips)")
     parser.add_argument("--wrk", action="store_true", help="cross-check c=64 throughput with wrk (if installed)")
     parser.add_argument("--profile", action="store_true",
                         help="sample the gateway with py-spy at the highest concurrency and print where time goes")
@@ -308,8 +344,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quiet_wait is None:
         args.quiet_wait = 15.0 if args.quick else 60.0
     bad = [m for m in args.modes if m not in MODES]
-    if bad or args.requests < 1 or min(args.concurrency) < 1 or args.soak < 0:
-        parser.error("invalid --modes, --requests, --concurrency or --soak")
+    if bad or args.requests < 1 or min(args.concurrency) < 1 or args.soak < 0 or args.request_log_rounds < 0:
+        parser.error("invalid --modes, --requests, --concurrency, --soak or --request-log-rounds")
     return args
 
 
@@ -342,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         sim_port, gw_port = free_port(), free_port()
         simulator = start_simulator(workdir, sim_port, client_core)
         gateway: Proc | None = None
+        logging_gateway: Proc | None = None
         try:
             wait_ready(simulator, sim_port, "/v1/models")
             gateway = start_gateway(workdir, gw_port, sim_port, gw_core)
@@ -349,7 +386,25 @@ def main(argv: list[str] | None = None) -> int:
             stack = Stack(simulator, gateway, sim_port, gw_port)
             smoke_test(stack)
             header.append(f"gateway     pid {gateway.pid}, RSS after start-up {gateway.rss_mib():.1f} MiB")
+            logged: Stack | None = None
+            if args.request_log_rounds:
+                log_port = free_port()
+                logging_gateway = start_gateway(workdir, log_port, sim_port, gw_core, name="gateway-log",
+                                                request_log=True)
+                wait_ready(logging_gateway, log_port, "/readyz")
+                logged = Stack(simulator, logging_gateway, sim_port, log_port)
+                smoke_test(logged)
+                header.append(f"            and pid {logging_gateway.pid}, the same with server.request_log on "
+                              f"(output to a file)")
             cells = run_async(lambda: run_matrix(stack, args))
+            log_cmp: LogComparison | None = None
+            if logged is not None and logging_gateway is not None:
+                offs, ons = run_async(lambda: run_log_comparison(stack, logged, args))
+                log_cmp = LogComparison(LOG_CONCURRENCY, offs, ons)
+                log_cmp.requests_counted, log_cmp.dropped = read_counters(logged.gw_port)
+                # Its shutdown is what flushes the last lines: count them after it.
+                logging_gateway.stop()
+                log_cmp.lines = count_access_lines(logging_gateway.log_path)
             extra: list[str] = []
             if args.wrk:
                 extra += wrk_cross_check(stack, cells, max(args.concurrency), log)
@@ -360,11 +415,12 @@ def main(argv: list[str] | None = None) -> int:
             soak = run_async(lambda: run_soak(stack, args.soak, args.soak_concurrency)) if args.soak else None
             if soak is not None:
                 soak.served_before = sum(c.result.completed + args.warmup for c in cells if c.target == "gateway")
-            targets = print_report(header, cells, soak, extra, args)
+            targets = print_report(header, cells, soak, extra, args, log_cmp)
             print(f"\n(run took {time.monotonic() - started:.0f} s)")
         finally:
-            if gateway is not None:
-                gateway.stop()
+            for proc in (gateway, logging_gateway):
+                if proc is not None:
+                    proc.stop()
             simulator.stop()
     missed = [t for t in targets if t.verdict == "MISS"]
     return 1 if args.strict and missed else 0

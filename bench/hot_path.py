@@ -8,6 +8,7 @@ figure to compare two revisions of the hot path with on a busy 2-core machine (b
     .venv/bin/python bench/hot_path.py                      # per-request wall time, in-process (noisy)
     .venv/bin/python bench/hot_path.py --callgrind          # instructions per request (runs valgrind twice)
     PYTHONPATH=/path/to/other/checkout .venv/bin/python bench/hot_path.py --callgrind   # another revision
+    .venv/bin/python bench/hot_path.py --callgrind --request-log   # with the request log on (to /dev/null)
 
 It works with any revision that has `gateway.app.create_app` and `providers.base.UpstreamReply`.
 """
@@ -81,12 +82,21 @@ class CannedProvider:
         return CannedStream()
 
 
-def build_app() -> Any:
+def build_app(request_log: bool = False) -> Any:
     from config.loader import parse_config
     from gateway.app import create_app
 
+    if request_log:
+        from telemetry.logs import configure_logging
+
+        # As `cutover serve` does; a revision that logs through `logging` writes nothing without it.
+        configure_logging()
+        # The lines go to stderr; here, to nowhere (valgrind keeps its own descriptor for its report).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
     config = parse_config({
-        "server": {"request_log": False},
+        "server": {"request_log": request_log},
         "auth": {"keys": [{"name": "bench", "key_env": "HOT_PATH_KEY"}]},
         "providers": {"canned": {"type": "openai", "base_url": "http://127.0.0.1:9"}},
         "models": {"bench-model": {"targets": [{"provider": "canned", "model": "sim-model"}]}},
@@ -131,11 +141,16 @@ async def one(app: Any, scope: dict[str, Any], message: dict[str, Any], never: a
     return sent
 
 
-def run(requests: int, stream: bool) -> float:
-    app = build_app()
+def run(requests: int, stream: bool, request_log: bool = False) -> float:
+    app = build_app(request_log)
     body = STREAM_BODY if stream else BODY
 
     async def main() -> float:
+        # What the lifespan does before the first request in revisions that refuse to serve before it
+        # (d690c3d on): read the migration state. Older revisions have no such step.
+        migrations = getattr(getattr(app, "parts", None), "migrations", None)
+        if migrations is not None and hasattr(migrations, "sync"):
+            await migrations.sync.sync()
         await drive(app, 200, body)  # warm the caches, metric children and tokenizer
         # As gateway.server does once the app is built: start-up objects out of the collector's reach, or
         # every full collection walks them all and its cost swamps the gateway's own work.
@@ -148,10 +163,11 @@ def run(requests: int, stream: bool) -> float:
     return asyncio.run(main())
 
 
-def instructions(requests: int, stream: bool) -> int:
+def instructions(requests: int, stream: bool, request_log: bool) -> int:
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
-         "--requests", str(requests), *(["--stream"] if stream else [])],
+         "--requests", str(requests), *(["--stream"] if stream else []),
+         *(["--request-log"] if request_log else [])],
         capture_output=True, text=True, env=os.environ, check=True,
     )
     found = re.search(r"Collected : (\d+)", out.stderr)
@@ -165,20 +181,24 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--callgrind", action="store_true", help="instructions per request, from two valgrind runs")
+    parser.add_argument("--request-log", action="store_true",
+                        help="server.request_log on, its lines to /dev/null (counts the writer thread too)")
     args = parser.parse_args()
     if not args.callgrind:
-        seconds = run(args.requests, args.stream)
+        seconds = run(args.requests, args.stream, args.request_log)
         print(f"{'stream' if args.stream else 'non-stream'}: {seconds / args.requests * 1e6:.1f} us/request "
               f"in-process over {args.requests} requests")
         return
     rows = []
     for stream in (False, True):
         low, high = 500, 2500
-        per_request = (instructions(high, stream) - instructions(low, stream)) / (high - low)
+        per_request = ((instructions(high, stream, args.request_log) - instructions(low, stream, args.request_log))
+                       / (high - low))
         rows.append((("stream" if stream else "non-stream"), per_request))
     import gateway
 
     print(f"revision   {os.path.dirname(os.path.dirname(os.path.abspath(gateway.__file__)))}")
+    print(f"request log {'on (to /dev/null)' if args.request_log else 'off'}")
     print(f"{'mode':<12}{'instructions/request':>22}")
     for mode, count in rows:
         print(f"{mode:<12}{count:>22,.0f}")

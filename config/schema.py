@@ -110,6 +110,8 @@ class ServerConfig(Strict):
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
     request_log: bool = True
+    # The longest a finished request's log line waits in memory before it is written.
+    request_log_flush_s: PosFloat = 0.1
     log_bodies: bool = False
     shutdown_grace_s: NonNegFloat = 30.0
     # Per connection (gateway/connection.py): a request's head and body must arrive in time, its head

@@ -50,11 +50,10 @@ def build_api_router(
     async def readyz() -> JSONBytes:
         ready, report = readiness()
         if not ready:
-            pools = report["providers"]
-            raise ServiceUnavailable(
-                "The gateway is not ready: " + ", ".join(f"{k}={'up' if v else 'down'}" for k, v in pools.items()),
-                code="not_ready",
-            )
+            problems = [f"{k}={'up' if v else 'down'}" for k, v in report["providers"].items()]
+            if "store" in report:
+                problems.append(f"store={report['store']}")
+            raise ServiceUnavailable("The gateway is not ready: " + ", ".join(problems), code="not_ready")
         return JSONBytes(report)
 
     @router.get("/metrics")

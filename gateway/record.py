@@ -7,7 +7,6 @@ else; none of them can reach back into the request.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -21,8 +20,8 @@ from migration.shadow import ShadowPair
 from planner.wiring import is_meta_provider
 from providers.dispatch import AttemptRecord
 from providers.target import TargetRef
-from telemetry.logs import log_request
 from telemetry.metrics import UNKNOWN, status_class
+from telemetry.request_log import RequestLog
 from telemetry.request_metrics import RequestMetrics
 
 
@@ -60,7 +59,7 @@ class RequestRecord:
 
 class Recorder:
     __slots__ = ("_accounting", "_log", "_metrics")
-    def __init__(self, metrics: RequestMetrics, log: logging.Logger | None, accounting: ArmAccounting) -> None:
+    def __init__(self, metrics: RequestMetrics, log: RequestLog | None, accounting: ArmAccounting) -> None:
         self._metrics = metrics
         self._log = log
         self._accounting = accounting
@@ -69,7 +68,7 @@ class Recorder:
         if r.arm is not None:
             self._accounting.account(r.arm.decision, r.arm.pair, r)
         if self._log is not None:
-            log_request(self._log, log_fields(r))
+            self._log.write(log_fields(r))
         m = self._metrics
         provider = r.served_by.provider if r.served_by else UNKNOWN
         model = r.served_by.model if r.served_by else UNKNOWN

@@ -7,7 +7,6 @@ hold the `Gateway` itself; no stage of a request sees it.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,8 +29,9 @@ from routing.context import ContextFitter
 from routing.retry import RetryPolicy
 from routing.table import RouteTable
 from store.base import Store
-from telemetry.logs import access_logger
+from store.probe import WriteProbe
 from telemetry.metrics import Metrics
+from telemetry.request_log import STDERR, RequestLog, dropped_counter
 
 
 @dataclass
@@ -49,6 +49,8 @@ class Gateway:
     migrations: Migrations
     metas: MetaModels
     recorder: Recorder
+    store_probe: WriteProbe
+    request_log: RequestLog | None = None
     started_at: int = field(default_factory=lambda: int(time.time()))
     ready: bool = False
 
@@ -69,7 +71,8 @@ class Gateway:
         registry.providers.update(metas.providers())
         keys = KeyRing.from_config(config.auth)
         keys.add(INTERNAL_KEY_NAME, metas.internal_key)
-        log: logging.Logger | None = access_logger() if config.server.request_log else None
+        log = RequestLog(STDERR, dropped=dropped_counter(metrics.registry),
+                         interval_s=config.server.request_log_flush_s) if config.server.request_log else None
         return cls(
             config=config,
             metrics=metrics,
@@ -84,6 +87,8 @@ class Gateway:
             migrations=migrations,
             metas=metas,
             recorder=Recorder(metrics.requests, log, migrations.accounting),
+            store_probe=WriteProbe(migrations.store),
+            request_log=log,
         )
 
     def pipeline(self, dialect: InboundDialect) -> Pipeline:
@@ -106,18 +111,29 @@ class Gateway:
     async def start(self) -> None:
         await self.registry.start()
         await self.migrations.start()
+        await self.store_probe.start()
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
-        await self.migrations.stop()
-        await self.registry.close()
-        await self.metas.close()
+        try:
+            await self.store_probe.stop()
+            await self.migrations.stop()
+            await self.registry.close()
+            await self.metas.close()
+        finally:
+            # Last, so the lines of whatever finished during the stop are written too.
+            if self.request_log is not None:
+                await self.request_log.aclose()
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         pools = self.registry.ready()
         if not self.ready or not all(pools.values()):
             return False, {"providers": pools}
+        probe = self.store_probe.last
+        if probe is not None and probe.state == "not_writable":
+            # Unlike an outage this does not pass by itself, and no migration can move meanwhile.
+            return False, {"providers": pools, "store": f"not writable ({probe.error})"}
         store_ok = self.migrations.sync.store_ok
         # A store outage is reported, not fatal: replicas keep serving with the last state they saw.
         return True, {

@@ -15,6 +15,14 @@ class StoreUnavailable(Exception):
     """The backing store cannot be reached; callers keep their last known state."""
 
 
+class StoreNotWritable(StoreUnavailable):
+    """The store refuses writes: no permission, a read-only filesystem or Redis replica, a full disk.
+
+    An outage passes by itself and replicas ride it out on their last known state; this stays until
+    someone fixes it, and meanwhile no migration can move, so /readyz reports the process not ready.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class StoredMigration:
     id: str
@@ -25,6 +33,10 @@ class StoredMigration:
 
 class Store(Protocol):
     async def ping(self) -> bool: ...
+
+    async def probe_write(self) -> None:
+        """Write a throwaway record: StoreNotWritable if writes are refused, StoreUnavailable if unreachable."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -63,3 +75,15 @@ class Store(Protocol):
     async def set_kill_switch(self, alias: str, on: bool) -> None: ...
 
     async def kill_switches(self) -> set[str]: ...
+
+    # Stored Responses API answers and their conversations (gateway.conversations), opaque bytes here.
+
+    async def put_response(self, response_id: str, record: bytes, ttl_s: float) -> None: ...
+
+    async def get_response(self, response_id: str) -> bytes | None:
+        """None when unknown or expired."""
+        ...
+
+    async def delete_response(self, response_id: str) -> bool:
+        """True when there was one to delete."""
+        ...

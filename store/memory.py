@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from store.base import StoredMigration
+from store.base import StoredMigration, StoreNotWritable
 
 
 class MemoryStore:
@@ -18,7 +18,9 @@ class MemoryStore:
         self._windows: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         self._leases: dict[str, tuple[str, float]] = {}
         self._kills: set[str] = set()
+        self._responses: dict[str, tuple[bytes, float]] = {}
         self.available = True
+        self.writable = True
 
     def _check(self) -> None:
         from store.base import StoreUnavailable
@@ -31,6 +33,11 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
+
+    async def probe_write(self) -> None:
+        self._check()
+        if not self.writable:
+            raise StoreNotWritable("memory store switched to read-only")
 
     async def list_migrations(self) -> list[StoredMigration]:
         self._check()
@@ -95,3 +102,23 @@ class MemoryStore:
     async def kill_switches(self) -> set[str]:
         self._check()
         return set(self._kills)
+
+    async def put_response(self, response_id: str, record: bytes, ttl_s: float) -> None:
+        self._check()
+        now = self._clock()
+        # Expired records go as new ones come, so the dict holds only what is still retained.
+        for stale in [k for k, (_, expires) in self._responses.items() if expires <= now]:
+            del self._responses[stale]
+        self._responses[response_id] = (record, now + ttl_s)
+
+    async def get_response(self, response_id: str) -> bytes | None:
+        self._check()
+        found = self._responses.get(response_id)
+        if found is None or found[1] <= self._clock():
+            return None
+        return found[0]
+
+    async def delete_response(self, response_id: str) -> bool:
+        self._check()
+        found = self._responses.pop(response_id, None)
+        return found is not None and found[1] > self._clock()

@@ -3,7 +3,8 @@
 Keys live under one prefix. A migration is a hash {spec, state, version}; a commit is
 a Lua compare-and-set that also appends the audit entries, so the two never diverge.
 Every Redis error surfaces as StoreUnavailable: replicas then keep serving with the
-state they last saw.
+state they last saw. A Redis that answers but refuses writes (a read-only replica, maxmemory
+reached, failed snapshots, an ACL) raises StoreNotWritable, which fails readiness.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
 
-from store.base import StoredMigration, StoreUnavailable
+from store.base import StoredMigration, StoreNotWritable, StoreUnavailable
 
 _COMMIT = """
 local current = redis.call('HGET', KEYS[1], 'version')
@@ -38,6 +39,10 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 """
+
+# Error replies of a Redis that refuses writes: failed RDB snapshots (stop-writes-on-bgsave-error) and too few
+# replicas (min-replicas-to-write). READONLY, OOM and NOPERM have their own exception classes.
+_REFUSED_REPLIES = ("MISCONF", "NOREPLICAS")
 
 _LEASE = """
 local holder = redis.call('GET', KEYS[1])
@@ -68,6 +73,10 @@ class RedisStore:
     async def close(self) -> None:
         await self._redis.aclose()
 
+    async def probe_write(self) -> None:
+        # Expiring, so the key does not outlive the replicas that write it.
+        await self._call(lambda: self._redis.set(self._key("write_probe"), b"1", px=60_000))
+
     async def _call(self, command: Callable[[], Awaitable[Any]]) -> Any:
         try:
             try:
@@ -78,7 +87,11 @@ class RedisStore:
                 await self._redis.connection_pool.disconnect()
                 return await command()
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis store: {type(exc).__name__}") from None
+            # The class name only: a message can carry the server's address, and the URL its password.
+            refused = isinstance(exc, ReadOnlyError | OutOfMemoryError | NoPermissionError) or (
+                isinstance(exc, ResponseError) and str(exc).startswith(_REFUSED_REPLIES)
+            )
+            raise (StoreNotWritable if refused else StoreUnavailable)(f"redis store: {type(exc).__name__}") from None
 
     async def list_migrations(self) -> list[StoredMigration]:
         ids = await self._call(lambda: self._redis.smembers(self._key("migrations")))
@@ -150,3 +163,14 @@ class RedisStore:
     async def kill_switches(self) -> set[str]:
         rows = await self._call(lambda: self._redis.smembers(self._key("kill_switches")))
         return {r.decode() for r in rows}
+
+    async def put_response(self, response_id: str, record: bytes, ttl_s: float) -> None:
+        key = self._key("response", response_id)
+        await self._call(lambda: self._redis.set(key, record, px=max(1, int(ttl_s * 1000))))
+
+    async def get_response(self, response_id: str) -> bytes | None:
+        found = await self._call(lambda: self._redis.get(self._key("response", response_id)))
+        return bytes(found) if found is not None else None
+
+    async def delete_response(self, response_id: str) -> bool:
+        return bool(await self._call(lambda: self._redis.delete(self._key("response", response_id))))

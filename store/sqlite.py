@@ -5,6 +5,7 @@ the event loop never blocks on the disk."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from store.base import StoredMigration, StoreUnavailable
+from store.base import StoredMigration, StoreNotWritable, StoreUnavailable
 
 _T = TypeVar("_T")
 
@@ -32,9 +33,23 @@ CREATE TABLE IF NOT EXISTS windows (
 );
 CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS kill_switches (alias TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS responses (id TEXT PRIMARY KEY, record BLOB NOT NULL, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS responses_by_expiry ON responses (expires_at);
 """
 
 _SELECT_MIGRATION = "SELECT id, spec, state, version FROM migrations"
+
+# Created by the first write probe rather than with the schema, so that a database that can only be read
+# still serves reads (its state) while the probe reports it cannot be written.
+_PROBE = (
+    "CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL)",
+    "INSERT INTO write_probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+)
+
+# SQLite's own codes (extended ones start with these) for a database this process may not write: no
+# permission, a read-only file or directory, a path that cannot be opened or created, a full disk.
+# Busy and locked, another process holding the database past the busy timeout, pass by themselves.
+_REFUSED = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_FULL", "SQLITE_AUTH")
 
 
 def _append_audit(c: sqlite3.Connection, migration_id: str, audit: list[dict[str, Any]]) -> None:
@@ -55,19 +70,49 @@ class SQLiteStore:
             if self._path != ":memory:":
                 Path(self._path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self._path, timeout=10, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(_SCHEMA)
+            except BaseException:
+                conn.close()
+                raise
             self._conn = conn
         return self._conn
+
+    def _failure(self, exc: sqlite3.Error | OSError) -> StoreUnavailable:
+        # Every failure of the file is a StoreUnavailable, which the controller's loop and the last sync at
+        # shutdown expect; an OSError escaping them (a state directory the process may not create) failed
+        # every controller round and then the application's shutdown.
+        name = getattr(exc, "sqlite_errorname", None) or ""
+        refused = isinstance(exc, OSError) or name.startswith(_REFUSED)
+        return (StoreNotWritable if refused else StoreUnavailable)(f"sqlite store {self._path}: {exc}")
 
     async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         def call() -> _T:
             with self._lock:
-                try:
-                    return fn(self._connection())
-                except sqlite3.OperationalError as exc:
-                    raise StoreUnavailable(f"sqlite store: {exc}") from None
+                while True:
+                    reused = self._conn is not None
+                    try:
+                        conn = self._connection()
+                    except (sqlite3.Error, OSError) as exc:
+                        raise self._failure(exc) from None
+                    try:
+                        return fn(conn)
+                    except (sqlite3.DatabaseError, OSError) as exc:
+                        failure = self._failure(exc)
+                        if conn.in_transaction:
+                            # Left open, the failed transaction would make every later BEGIN fail as well.
+                            with contextlib.suppress(sqlite3.Error):
+                                conn.execute("ROLLBACK")
+                        if not isinstance(failure, StoreNotWritable):
+                            raise failure from None
+                        # SQLite opens a file it may not write read-only, and that connection stays so after
+                        # the file is fixed: a refusal on an older connection is tried once on a new one.
+                        self._conn = None
+                        conn.close()
+                        if not reused:
+                            raise failure from None
 
         return await asyncio.to_thread(call)
 
@@ -77,6 +122,17 @@ class SQLiteStore:
         except StoreUnavailable:
             return False
         return True
+
+    async def probe_write(self) -> None:
+        now = self._clock()
+
+        def probe(c: sqlite3.Connection) -> None:
+            c.execute("BEGIN IMMEDIATE")
+            c.execute(_PROBE[0])
+            c.execute(_PROBE[1], (now,))
+            c.execute("COMMIT")
+
+        await self._run(probe)
 
     async def close(self) -> None:
         def close() -> None:
@@ -195,3 +251,23 @@ class SQLiteStore:
     async def kill_switches(self) -> set[str]:
         rows = await self._run(lambda c: c.execute("SELECT alias FROM kill_switches").fetchall())
         return {r[0] for r in rows}
+
+    async def put_response(self, response_id: str, record: bytes, ttl_s: float) -> None:
+        now = self._clock()
+
+        def put(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM responses WHERE expires_at <= ?", (now,))
+            c.execute("INSERT OR REPLACE INTO responses (id, record, expires_at) VALUES (?, ?, ?)",
+                      (response_id, record, now + ttl_s))
+
+        await self._run(put)
+
+    async def get_response(self, response_id: str) -> bytes | None:
+        row = await self._run(lambda c: c.execute(
+            "SELECT record FROM responses WHERE id = ? AND expires_at > ?", (response_id, self._clock())).fetchone())
+        return bytes(row[0]) if row else None
+
+    async def delete_response(self, response_id: str) -> bool:
+        deleted = await self._run(lambda c: c.execute(
+            "DELETE FROM responses WHERE id = ? AND expires_at > ?", (response_id, self._clock())).rowcount)
+        return bool(deleted)

@@ -1,7 +1,7 @@
-"""One structured JSON line per request on the `cutover.access` logger.
+"""The operational log: JSON lines on stderr through `logging`, for events (start-up, controller, failures).
 
-Prompts and outputs are not logged unless `server.log_bodies` is set; upstream
-keys and URLs never are (nothing here receives them).
+The per-request line does not go through here: `telemetry.request_log` writes it, in the same shape, at a
+fraction of the cost. Upstream keys and URLs are never logged (nothing here receives them).
 """
 
 from __future__ import annotations
@@ -13,23 +13,18 @@ from typing import Any
 
 import orjson
 
-ACCESS_LOGGER = "cutover.access"
-
 
 class JsonLineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", None)
-        if not isinstance(fields, dict):
-            fields = {"message": record.getMessage()}
-        elif record.name != ACCESS_LOGGER:
-            # Operational events keep their message next to their fields ("controller lease taken"
-            # and "... lost" differ only in it); access lines stay fields only.
-            fields = {"message": record.getMessage(), **fields}
         line: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            **fields,
+            # Events keep their message next to their fields ("controller lease taken" and "... lost" differ
+            # only in it).
+            "message": record.getMessage(),
+            **(fields if isinstance(fields, dict) else {}),
         }
         if record.exc_info and record.levelno >= logging.ERROR:
             # Tracebacks go to the operator's log, never to a client.
@@ -45,11 +40,3 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     root.propagate = False
 
-
-def access_logger() -> logging.Logger:
-    return logging.getLogger(ACCESS_LOGGER)
-
-
-def log_request(logger: logging.Logger, fields: dict[str, Any]) -> None:
-    if logger.isEnabledFor(logging.INFO):
-        logger.info("request", extra={"fields": fields})

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import logging
+import os
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 
 from gateway.record import ArmChoice, Recorder, RequestRecord, log_fields
@@ -15,6 +16,7 @@ from migration.live import Decision
 from providers.dispatch import AttemptRecord
 from providers.target import TargetRef
 from telemetry.metrics import Metrics
+from telemetry.request_log import RequestLog
 
 TARGET = TargetRef("up", "real-model")
 RECORD = RequestRecord(
@@ -73,7 +75,7 @@ def test_a_migrated_request_goes_to_the_accounting() -> None:
     assert accounting.seen == [(decision, record)]
 
 
-def test_the_log_line(caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_log_line() -> None:
     assert log_fields(RECORD) == {
         "request_id": "req_1", "endpoint": "chat", "alias": "gpt-4", "key": "team", "provider": "up",
         "model": "real-model", "stream": True, "status": 200, "latency_ms": 500.0, "overhead_ms": 0.4,
@@ -87,7 +89,19 @@ def test_the_log_line(caplog: pytest.LogCaptureFixture) -> None:
         "model": "unknown", "stream": True, "status": 401, "latency_ms": 500.0, "overhead_ms": 0.4,
         "attempts": 0, "error": "invalid_api_key",
     }
-    logger = logging.getLogger("cutover.access.test")
-    with caplog.at_level(logging.INFO, logger=logger.name):
-        Recorder(Metrics().requests, logger, Accounting()).record(RECORD)  # type: ignore[arg-type]
-    assert [r.fields for r in caplog.records] == [log_fields(RECORD)]  # type: ignore[attr-defined]
+    r, w = os.pipe()
+    try:
+        log = RequestLog(w)
+        recorder = Recorder(Metrics().requests, log, Accounting())  # type: ignore[arg-type]
+        recorder.record(RECORD)
+        recorder.record(failed)
+        await log.aclose()
+        lines = os.read(r, 65536).splitlines()
+    finally:
+        os.close(r)
+        os.close(w)
+    parsed = [orjson.loads(line) for line in lines]
+    assert [{k: v for k, v in p.items() if k not in ("ts", "level", "logger")} for p in parsed] == [
+        log_fields(RECORD), log_fields(failed)
+    ]
+    assert all(p["level"] == "info" and p["logger"] == "cutover.access" for p in parsed)

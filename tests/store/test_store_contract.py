@@ -67,6 +67,12 @@ async def test_append_audit_keeps_order_without_a_state_change(store: Store) -> 
     assert stored is not None and stored.version == 1
 
 
+async def test_a_writable_store_passes_the_write_probe_again_and_again(store: Store) -> None:
+    await store.probe_write()
+    await store.probe_write()
+    assert await store.list_migrations() == []
+
+
 async def test_windows_are_kept_per_replica(store: Store) -> None:
     await store.put_window("m1", "s0", "replica-a", {"requests": 1})
     await store.put_window("m1", "s0", "replica-b", {"requests": 2})
@@ -104,6 +110,32 @@ async def test_sqlite_state_survives_reopening(tmp_path: Path) -> None:
     assert stored is not None and stored.state == {"phase": "canary"}
     assert await second.audit("m1") == [{"n": 0}, {"n": 1}]
     await second.close()
+
+
+async def test_responses_are_kept_read_and_deleted(store: Store) -> None:
+    record = b'{"response": {"id": "resp_1"}, "items": []}'
+    assert await store.get_response("resp_1") is None
+    await store.put_response("resp_1", record, ttl_s=3600)
+    assert await store.get_response("resp_1") == record
+    assert await store.delete_response("resp_1")
+    assert await store.get_response("resp_1") is None
+    assert not await store.delete_response("resp_1")
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_responses_expire_after_their_retention(backend: str, tmp_path: Path) -> None:
+    now = [1000.0]
+    store: Store = MemoryStore(clock=lambda: now[0]) if backend == "memory" else SQLiteStore(
+        tmp_path / "state.sqlite", clock=lambda: now[0])
+    await store.put_response("old", b"a", ttl_s=10)
+    now[0] += 5
+    await store.put_response("new", b"b", ttl_s=10)
+    assert await store.get_response("old") == b"a"
+    now[0] += 6
+    assert await store.get_response("old") is None
+    assert not await store.delete_response("old")
+    assert await store.get_response("new") == b"b"
+    await store.close()
 
 
 async def test_expired_lease_is_taken_over() -> None:

@@ -29,7 +29,12 @@ demo: $(VENV)/.installed
 	$(BIN)/cutover demo
 
 # tests/test_docker_image.py builds and runs the image: a Docker daemon and the base image first.
-test: $(VENV)/.dev-installed docker-ready
+# The official openai npm client, for tests/gateway/test_node_sdk.py.
+tests/node/node_modules/.installed: tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: $(VENV)/.dev-installed docker-ready tests/node/node_modules/.installed
 	command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus) || true
 	$(BIN)/ruff check .
 	$(BIN)/mypy

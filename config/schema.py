@@ -33,8 +33,17 @@ class ProviderConfig(Strict):
     timeouts: Timeouts = Timeouts()
     pool_size: Annotated[int, Field(ge=1, le=10_000)] = 256
     headers: dict[str, str] = {}
+    # The OpenAI dialects the upstream serves itself. A request in one of them passes through untouched;
+    # in another, it is translated to Chat Completions, which every OpenAI-compatible server speaks.
+    # Unset: chat only, or every dialect for the bundled simulator.
+    dialects: list[Literal["chat", "completions", "responses"]] | None = None
     # Only for type "simulated": the in-process simulator's behaviour.
     simulation: SimulationSettings | None = None
+
+    def native_dialects(self) -> frozenset[str]:
+        if self.dialects is not None:
+            return frozenset(self.dialects) | {"chat"}
+        return frozenset({"chat", "completions", "responses"} if self.type == "simulated" else {"chat"})
 
     @field_validator("base_url")
     @classmethod
@@ -200,6 +209,15 @@ class MetaModelConfig(Strict):
     description: str | None = None
 
 
+class ResponsesConfig(Strict):
+    """Responses API turns kept for previous_response_id and GET /v1/responses/{id} (gateway.conversations)."""
+
+    # OpenAI keeps stored responses for 30 days.
+    retention_s: PosFloat = 30 * 24 * 3600.0
+    # A conversation past this size is still answered, but its turn is not kept.
+    max_stored_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+
+
 class GatewayConfig(Strict):
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig()
@@ -211,5 +229,6 @@ class GatewayConfig(Strict):
     store: StoreConfig = StoreConfig()
     admin: AdminConfig = AdminConfig()
     controller: ControllerConfig = ControllerConfig()
+    responses: ResponsesConfig = ResponsesConfig()
     migrations: list[MigrationSpec] = []
     meta_models: dict[str, MetaModelConfig] = {}

@@ -19,10 +19,13 @@ from config.schema import GatewayConfig
 from gateway.admin import build_admin_router
 from gateway.api import build_api_router
 from gateway.dialects.chat import ChatCompletions
+from gateway.dialects.completions import Completions
 from gateway.dialects.embeddings import Embeddings
+from gateway.dialects.responses import Responses
 from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.http import JSONBytes, Message, Receive, Scope, Send, new_request_id, send_response
 from gateway.pipeline import Pipeline
+from gateway.responses_api import build_responses_router
 from gateway.wiring import Gateway
 from store.base import Store
 from telemetry.metrics import Metrics
@@ -50,6 +53,7 @@ def _build_fastapi(gateway: Gateway) -> FastAPI:
     app.include_router(build_api_router(
         gateway.routes, gateway.keys, gateway.readiness, gateway.metrics.exposition, gateway.started_at
     ))
+    app.include_router(build_responses_router(gateway.conversations, gateway.keys))
     app.include_router(build_admin_router(gateway.admin_keys, gateway.keys, gateway.migrations, gateway.routes))
 
     @app.exception_handler(GatewayError)
@@ -89,6 +93,8 @@ class CutoverApp:
         self._hot: dict[str, Pipeline] = {
             "/v1/chat/completions": gateway.pipeline(ChatCompletions()),
             "/v1/embeddings": gateway.pipeline(Embeddings()),
+            "/v1/completions": gateway.pipeline(Completions()),
+            "/v1/responses": gateway.pipeline(Responses(gateway.conversations.remember)),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

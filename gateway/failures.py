@@ -16,6 +16,7 @@ from gateway.errors import (
     ContextLengthExceeded,
     GatewayError,
     GatewayTimeout,
+    InvalidRequest,
     RateLimited,
     ServiceUnavailable,
     UpstreamPassthrough,
@@ -30,6 +31,7 @@ from providers.errors import (
     UpstreamTimeout,
 )
 from routing.context import Overflow
+from routing.wire import Unhonoured
 
 
 def final_error(exc: ProviderError | None, alias: str) -> GatewayError:
@@ -58,6 +60,15 @@ def final_error(exc: ProviderError | None, alias: str) -> GatewayError:
     if isinstance(exc, UpstreamConnectError):
         return ServiceUnavailable(f"No upstream provider for '{alias}' could be reached.")
     return BadGateway(f"The upstream provider for '{alias}' sent an invalid response.")
+
+
+def unhonoured_error(unhonoured: Unhonoured, dialect: str) -> InvalidRequest:
+    target = unhonoured.target
+    return InvalidRequest(
+        f"'{unhonoured.field}' needs an upstream that serves the {dialect} API itself, and target "
+        f"'{target.model}' of provider '{target.provider}' is reached through Chat Completions.",
+        param=unhonoured.field, code="unsupported_parameter",
+    )
 
 
 def context_length_exceeded(overflow: Overflow) -> ContextLengthExceeded:

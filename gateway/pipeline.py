@@ -3,9 +3,11 @@
     authenticate   the client's key, compared in constant time           gateway.auth
     read           the body, under the size limit                        gateway.http
     parse          the endpoint's dialect -> a canonical ClientRequest   gateway.dialects
+    resume         a Responses turn after the conversation it continues  gateway.conversations
     resolve alias  the model name -> a route (ordered targets)           gateway.aliases, routing.table
     decide arm     a migrated alias: which arm serves, any shadow copy   migration.live, migration.shadow
     fit context    each target's payload, fitted to its context window   routing.context
+    choose wire    the client's own dialect where a target speaks it       routing.wire
     dispatch       attempts over the targets: retries, fallback          providers.dispatch
     relay          the answer back in the client's dialect               gateway.relay
     record         one immutable RequestRecord: metrics, log, migration gateway.record
@@ -23,12 +25,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from gateway.aliases import resolve
 from gateway.auth import KeyRing
+from gateway.conversations import Conversations
 from gateway.dialects.base import ClientRequest, InboundDialect
 from gateway.errors import GatewayError, ServiceUnavailable, UpstreamPassthrough
-from gateway.failures import undelivered_error
+from gateway.failures import undelivered_error, unhonoured_error
 from gateway.http import (
     ClientDisconnected,
     Headers,
@@ -49,6 +53,7 @@ from migration.shadow import ShadowRunner
 from providers.dispatch import Call, Delivered, Dispatcher, Undelivered
 from routing.context import ContextFitter, Fitted
 from routing.table import Route, RouteTable
+from routing.wire import choose_wire
 from telemetry.metrics import UNKNOWN
 from telemetry.request_metrics import RequestMetrics
 
@@ -60,8 +65,22 @@ COUNT_OFF_LOOP_BYTES = 32 * 1024
 
 
 class Pipeline:
-    __slots__ = ("_dispatcher", "_fitter", "_in_flight", "_keys", "_max_body_bytes", "_meter", "_migrations",
-                 "_recorder", "_routes", "_shadow", "_state_wait_s", "dialect")
+    __slots__ = (
+        "_conversations",
+        "_dispatcher",
+        "_fitter",
+        "_in_flight",
+        "_keys",
+        "_max_body_bytes",
+        "_meter",
+        "_migrations",
+        "_recorder",
+        "_routes",
+        "_shadow",
+        "_speaks",
+        "_state_wait_s",
+        "dialect",
+    )
 
     def __init__(
         self,
@@ -74,6 +93,8 @@ class Pipeline:
         state_wait_s: float,
         shadow: ShadowRunner,
         fitter: ContextFitter,
+        speaks: Callable[[str, str], bool],
+        conversations: Conversations,
         dispatcher: Dispatcher,
         meter: Meter,
         recorder: Recorder,
@@ -87,6 +108,8 @@ class Pipeline:
         self._state_wait_s = state_wait_s
         self._shadow = shadow
         self._fitter = fitter
+        self._speaks = speaks
+        self._conversations = conversations
         self._dispatcher = dispatcher
         self._meter = meter
         self._recorder = recorder
@@ -109,6 +132,8 @@ class Pipeline:
             client = self._keys.identify(header(scope, b"authorization"))
             body = await read_body(scope, receive, self._max_body_bytes)
             request = dialect.parse(body)
+            if request.turn is not None:
+                request = await self._conversations.resume(request)
             route = resolve(self._routes, request.model)
             if not self._migrations.synced and not await self._migrations.until_synced(self._state_wait_s):
                 raise ServiceUnavailable(
@@ -117,8 +142,11 @@ class Pipeline:
                 )
             route, arm = self._decide_arm(scope, route, request, client, request_id)
             fitted = await self._fit(route, request, dialect)
+            outbound, unhonoured = choose_wire(fitted.outbound, request.native, self._speaks)
+            if not outbound and unhonoured is not None:
+                raise unhonoured_error(unhonoured, dialect.endpoint)
             dispatched = await self._dispatcher.dispatch(Call(
-                route.alias, dialect.upstream_path, fitted.outbound, request.stream, request_id,
+                route.alias, dialect.upstream_path, outbound, request.stream, request_id,
                 _text(header(scope, b"idempotency-key")), client,
             ))
             if isinstance(dispatched, Undelivered):
@@ -129,7 +157,7 @@ class Pipeline:
                     send, receive, dialect, request, dispatched, self._meter, started, base, keep
                 )
             else:
-                answer = await respond(send, dialect, dispatched, started, base, keep)
+                answer = await respond(send, dialect, request, dispatched, started, base, keep)
         except GatewayError as exc:
             failed = (exc.status, exc.code or exc.type)
             extra = [(k.encode(), v.encode()) for k, v in exc.headers.items()]

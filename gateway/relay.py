@@ -67,15 +67,19 @@ def answer_headers(delivered: Delivered, started: float, base: Headers) -> Heade
 
 
 async def respond(
-    send: Send, dialect: InboundDialect, delivered: Delivered, started: float, base: Headers, keep: bool
+    send: Send, dialect: InboundDialect, request: ClientRequest, delivered: Delivered, started: float,
+    base: Headers, keep: bool,
 ) -> Answer:
     reply, attempt = delivered.reply, delivered.attempts[-1]
     assert reply is not None and attempt.usage is not None and attempt.cost is not None
+    native = delivered.outbound.native_path is not None
+    # Only a Responses turn has anything to keep: the others stay off the coroutine.
+    body = dialect.answer_body(reply, native) if request.turn is None else await dialect.answer(request, reply, native)
     headers = answer_headers(delivered, started, base)
     headers.append((b"x-cutover-cost-usd", format_usd(attempt.cost).encode()))
     if attempt.usage.estimated:
         headers.append((b"x-cutover-usage-estimated", b"true"))
-    await send_response(send, 200, dialect.answer_body(reply), headers)
+    await send_response(send, 200, body, headers)
     return Answer(200, attempt, data=reply.data if keep else None)
 
 
@@ -85,7 +89,7 @@ async def relay_stream(
 ) -> Answer:
     stream = delivered.stream
     assert stream is not None
-    frames = dialect.stream_frames(request)
+    frames = dialect.stream_frames(request, delivered.outbound.native_path is not None)
     opened = time.perf_counter()
     await send({
         "type": "http.response.start",
@@ -107,7 +111,6 @@ async def relay_stream(
             out: list[bytes] = []
             for event in batch:
                 if event == DONE:
-                    completed = True
                     break
                 events.append(event)
                 chunk = usage_chunk(event) if has_usage_object(event) else None
@@ -123,6 +126,9 @@ async def relay_stream(
                 await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
                 if first_event_at is None:
                     first_event_at = time.perf_counter()
+        # A stream's batches end at its end marker ([DONE], or a Responses stream's final event); one that
+        # stops short raises instead.
+        completed = True
     except ProviderError as exc:
         if not gone.yes:
             broke = exc
@@ -143,6 +149,8 @@ async def relay_stream(
         None if broke is None else broke.kind,
     )
     ttft_s = None if first_event_at is None else first_event_at - started
+    if completed and not gone.yes:
+        await frames.settle()
     if not gone.yes:
         trailer = cost_comment(metered.cost, metered.usage.estimated)
         await send({"type": "http.response.body", "body": frames.end(trailer) if completed else frames.broken(),

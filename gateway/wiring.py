@@ -13,6 +13,7 @@ from typing import Any
 
 from config.schema import GatewayConfig
 from gateway.auth import KeyRing
+from gateway.conversations import Conversations
 from gateway.dialects.base import InboundDialect
 from gateway.pipeline import Pipeline
 from gateway.record import Recorder
@@ -50,6 +51,7 @@ class Gateway:
     metas: MetaModels
     recorder: Recorder
     store_probe: WriteProbe
+    conversations: Conversations
     request_log: RequestLog | None = None
     started_at: int = field(default_factory=lambda: int(time.time()))
     ready: bool = False
@@ -88,6 +90,8 @@ class Gateway:
             metas=metas,
             recorder=Recorder(metrics.requests, log, migrations.accounting),
             store_probe=WriteProbe(migrations.store),
+            conversations=Conversations(migrations.store, config.responses.retention_s,
+                                        config.responses.max_stored_bytes),
             request_log=log,
         )
 
@@ -102,6 +106,8 @@ class Gateway:
             state_wait_s=2 * self.config.controller.sync_interval_s + self.config.store.timeout_s,
             shadow=self.migrations.shadow,
             fitter=self.fitter,
+            speaks=self.registry.speaks,
+            conversations=self.conversations,
             dispatcher=self.dispatcher,
             meter=self.meter,
             recorder=self.recorder,

@@ -38,14 +38,16 @@ class Usage:
 
 
 def usage_from_openai(usage: Mapping[str, Any] | None) -> Usage | None:
-    """Read an OpenAI `usage` object; None when it is absent or unusable."""
+    """Read an OpenAI `usage` object, Chat Completions' or the Responses API's (input_/output_tokens);
+    None when it is absent or unusable."""
     if not isinstance(usage, Mapping):
         return None
-    prompt = usage.get("prompt_tokens")
-    completion = usage.get("completion_tokens") or 0
+    responses = "input_tokens" in usage
+    prompt = usage.get("input_tokens" if responses else "prompt_tokens")
+    completion = usage.get("output_tokens" if responses else "completion_tokens") or 0
     if not _is_count(prompt) or not _is_count(completion):
         return None
-    details = usage.get("prompt_tokens_details")
+    details = usage.get("input_tokens_details" if responses else "prompt_tokens_details")
     cached = details.get("cached_tokens", 0) if isinstance(details, Mapping) else 0
     return Usage(prompt, completion, cached if _is_count(cached) else 0)
 
@@ -71,7 +73,15 @@ def usage_chunk(event: bytes) -> dict[str, Any] | None:
         chunk = orjson.loads(event)
     except orjson.JSONDecodeError:
         return None
-    return chunk if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict) else None
+    if not isinstance(chunk, dict):
+        return None
+    if isinstance(chunk.get("usage"), dict):
+        return chunk
+    # A Responses stream reports usage inside its final response (response.completed / .incomplete).
+    response = chunk.get("response")
+    if isinstance(response, dict) and isinstance(response.get("usage"), dict):
+        return {**chunk, "usage": response["usage"]}
+    return None
 
 
 def reported_stream_usage(events: Iterable[bytes]) -> dict[str, Any] | None:

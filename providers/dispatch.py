@@ -69,6 +69,8 @@ class Outbound:
     payload: Final[dict[str, Any]]
     # Oldest messages dropped to fit this target's context window; the client is told.
     dropped_messages: Final[int] = 0
+    # Set when the target is sent the client's own dialect (its path) rather than the call's canonical one.
+    native_path: Final[str | None] = None
 
 
 @dataclass(slots=True)
@@ -178,7 +180,8 @@ class Dispatcher:
             previous = target
             provider = self._providers[target.provider]
             request = UpstreamRequest(
-                call.path, outbound.payload, call.stream, call.request_id, call.idempotency_key, call.client
+                outbound.native_path or call.path, outbound.payload, call.stream, call.request_id,
+                call.idempotency_key, call.client,
             )
             attempt = 0
             while True:

@@ -171,7 +171,8 @@ class OpenAICompatProvider:
         if not isinstance(data, dict):
             raise UpstreamProtocolError(f"provider '{self.name}' answered with a non-object JSON body")
         required = _REQUIRED_LIST.get(request.path)
-        if required is not None and not (isinstance(data.get(required), list) and data[required]):
+        found = data.get(required) if required is not None else None
+        if required is not None and not (isinstance(found, list) and (found or required == "output")):
             # The SDK would crash on it, and a target answering so is not healthy: retry, fail over, count it.
             raise UpstreamProtocolError(f"provider '{self.name}' answered without '{required}'")
         content_type = resp.headers.get("content-type", "application/json")
@@ -183,7 +184,7 @@ class OpenAICompatProvider:
             if not resp.headers.get("content-type", "").startswith("text/event-stream"):
                 resp.close()
                 raise UpstreamProtocolError(f"provider '{self.name}' did not answer with an event stream")
-            stream = SSEStream(self.name, resp)
+            stream = SSEStream(self.name, resp, typed_end=request.path == "/responses")
             try:
                 await stream.prime()
             except BaseException:
@@ -212,7 +213,9 @@ class OpenAICompatProvider:
 
 
 # What a 2xx answer must carry, per endpoint, to be an answer at all.
-_REQUIRED_LIST = {"/chat/completions": "choices", "/completions": "choices", "/embeddings": "data"}
+_REQUIRED_LIST = {"/chat/completions": "choices", "/completions": "choices", "/embeddings": "data",
+                  # A Responses answer cut short may have an empty output list; it must still have one.
+                  "/responses": "output"}
 
 
 class SSEStream:
@@ -223,9 +226,11 @@ class SSEStream:
     gateway can forward them to the client in one write.
     """
 
-    def __init__(self, provider: str, resp: Response) -> None:
+    def __init__(self, provider: str, resp: Response, *, typed_end: bool = False) -> None:
         self._provider = provider
         self._resp = resp
+        # A Responses API stream ends with its final typed event, not with [DONE].
+        self._typed_end = typed_end
         self._parser = SSEParser()
         self._first: list[bytes] | None = None
         self._done = False
@@ -256,9 +261,10 @@ class SSEStream:
             batch = self._first if self._first is not None else await self._read_batch()
             self._first = None
             while True:
-                if _DONE in batch:
+                end = _end_of(batch, self._typed_end)
+                if end is not None:
                     self._done = True
-                    batch = batch[: batch.index(_DONE) + 1]
+                    batch = batch[: end + 1]
                 bad = _undecodable(batch)
                 if bad is not None:
                     # What came before it is the client's; the rest is a broken stream, never a clean end.
@@ -297,6 +303,27 @@ class SSEStream:
                 self._resp.close()
         else:
             self._resp.close()
+
+
+_TYPED_ENDS = (b"response.completed", b"response.incomplete", b"response.failed")
+
+
+def _end_of(batch: list[bytes], typed: bool) -> int | None:
+    """Index of the event that ends the stream: `[DONE]`, or for a Responses stream its final typed event
+    (only events naming one are parsed to be sure of their type)."""
+    if not typed:
+        return batch.index(_DONE) if _DONE in batch else None
+    for i, event in enumerate(batch):
+        if event == _DONE:
+            return i
+        if any(end in event for end in _TYPED_ENDS):
+            try:
+                kind = orjson.loads(event).get("type")
+            except (orjson.JSONDecodeError, AttributeError):
+                continue
+            if kind is not None and kind.encode() in _TYPED_ENDS:
+                return i
+    return None
 
 
 def _undecodable(batch: list[bytes]) -> int | None:

@@ -10,6 +10,7 @@ from providers.openai_compat import OpenAICompatProvider
 from providers.simulated import SimulatedProvider
 
 AnyProvider = OpenAICompatProvider | SimulatedProvider
+_CHAT_ONLY = frozenset({"chat"})
 
 
 def build_provider(name: str, config: ProviderConfig) -> AnyProvider:
@@ -32,6 +33,11 @@ class ProviderRegistry:
 
     def __init__(self, configs: Mapping[str, ProviderConfig]) -> None:
         self.providers: dict[str, Provider] = {name: build_provider(name, c) for name, c in configs.items()}
+        self._dialects = {name: c.native_dialects() for name, c in configs.items()}
+
+    def speaks(self, provider: str, dialect: str) -> bool:
+        """Whether the provider's upstream serves `dialect` itself (those added later, chat only)."""
+        return dialect in self._dialects.get(provider, _CHAT_ONLY)
 
     async def start(self) -> None:
         for provider in self.providers.values():

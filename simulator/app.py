@@ -12,7 +12,7 @@ from typing import Final
 
 from aiohttp import web
 
-from simulator import control, handlers
+from simulator import control, handlers, legacy, responses
 from simulator.behaviour import SimulationSettings
 from simulator.state import STATE_KEY, RecordedRequest, SimulatorState
 
@@ -47,6 +47,8 @@ def create_sim_app(settings: SimulationSettings | None = None) -> web.Applicatio
     app.on_shutdown.append(_on_shutdown)
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
     app.router.add_post("/v1/embeddings", handlers.embeddings)
+    app.router.add_post("/v1/completions", legacy.completions)
+    app.router.add_post("/v1/responses", responses.responses)
     app.router.add_get("/v1/models", handlers.list_models)
     app.router.add_get("/_sim/requests", control.get_requests)
     app.router.add_delete("/_sim/requests", control.clear_requests)

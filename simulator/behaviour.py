@@ -67,6 +67,9 @@ class SimulationSettings(BaseModel):
     replies are sent verbatim (they may be JSON a caller parses), split into
     word pieces, one piece per token. ``max_completion_tokens`` or
     ``max_tokens`` truncate the pieces and turn finish_reason into "length".
+    Without a fixed reply, a request asking for structured output gets the
+    smallest JSON that fits its schema (simulator.schema), and one offering
+    function tools gets a call to one of them (simulator.tools).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

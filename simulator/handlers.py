@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import orjson
@@ -11,7 +12,9 @@ from aiohttp import web
 
 from simulator import faults
 from simulator.behaviour import SimulationSettings
+from simulator.schema import structured_reply
 from simulator.state import STATE_KEY, RecordedRequest, SimulatorState
+from simulator.tools import call_deltas, call_message, requested_call
 from simulator.validation import BadRequest, check_chat, check_embeddings, invalid_request, parse_json
 from simulator.wire import (
     DONE_FRAME,
@@ -30,7 +33,7 @@ OFFLOAD_VALUES: Final = 4096
 _MODEL_CREATED: Final = 1700000000
 
 
-def _begin(
+def begin(
     request: web.Request, state: SimulatorState, body: Any, *, stream: bool, outcome: str
 ) -> tuple[int, RecordedRequest | None]:
     seq = state.next_seq()
@@ -48,13 +51,36 @@ def _begin(
     return seq, entry
 
 
-def _reject(request: web.Request, state: SimulatorState, body: Any, exc: BadRequest) -> web.Response:
+def reject(request: web.Request, state: SimulatorState, body: Any, exc: BadRequest) -> web.Response:
     # Recorded so tests can see what the gateway sent, but the script is not
     # consumed: a malformed request never reaches the "model".
-    _, entry = _begin(request, state, body, stream=False, outcome="invalid_request")
+    _, entry = begin(request, state, body, stream=False, outcome="invalid_request")
     if entry is not None:
         entry.ended_at = entry.started_at
     return invalid_request(exc.message, exc.param)
+
+
+Answer = Callable[[SimulationSettings, str, int], Awaitable[web.StreamResponse]]
+
+
+async def serve(request: web.Request, body: dict[str, Any], stream: bool, answer: Answer) -> web.StreamResponse:
+    """One modelled answer, for every endpoint: the outcome drawn and recorded, error statuses and hangs
+    acted out here, the rest by `answer(settings, outcome, seq)`."""
+    state = request.app[STATE_KEY]
+    # Snapshot: a PUT /_sim/behaviour mid-request must not change this answer.
+    settings = state.settings
+    outcome = state.next_outcome(settings)
+    seq, entry = begin(request, state, body, stream=stream, outcome=outcome)
+    try:
+        immediate = faults.status_fault(outcome, settings)
+        if immediate is not None:
+            return immediate
+        if outcome == "timeout":
+            return await faults.hang_then_close(request, state, settings.hang_s)
+        return await answer(settings, outcome, seq)
+    finally:
+        if entry is not None:
+            entry.ended_at = time.time()
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -65,47 +91,69 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         body = parse_json(raw)
         check_chat(body)
     except BadRequest as exc:
-        return _reject(request, state, body, exc)
-
-    # Snapshot: a PUT /_sim/behaviour mid-request must not change this answer.
-    settings = state.settings
+        return reject(request, state, body, exc)
     stream = body.get("stream") is True
-    outcome = state.next_outcome(settings)
-    seq, entry = _begin(request, state, body, stream=stream, outcome=outcome)
-    try:
-        immediate = faults.status_fault(outcome, settings)
-        if immediate is not None:
-            return immediate
-        if outcome == "timeout":
-            return await faults.hang_then_close(request, state, settings.hang_s)
+
+    async def answer(settings: SimulationSettings, outcome: str, seq: int) -> web.StreamResponse:
         if outcome == "garbage":
-            await _sleep(state.first_delay_s(settings))
+            await pause(state.first_delay_s(settings))
             return faults.garbage_response(stream)
         if outcome == "malformed" and not stream:
-            await _sleep(state.first_delay_s(settings))
+            await pause(state.first_delay_s(settings))
             return faults.shapeless_response(body["model"], "chat")
+        # A fixed reply wins: tests that set one expect it whatever the request offers.
+        fixed = body["model"] in settings.replies or settings.reply is not None
+        call = requested_call(body) if outcome == "ok" and not fixed else None
+        if call is not None:
+            return await _call_tool(request, state, settings, body, seq, stream, call)
         if stream:
             return await _stream_chat(request, state, settings, body, seq, broken=outcome == "stream_break",
                                       malformed=outcome == "malformed")
         return await _whole_chat(request, state, settings, body, seq, broken=outcome == "stream_break")
-    finally:
-        if entry is not None:
-            entry.ended_at = time.time()
+
+    return await serve(request, body, stream, answer)
 
 
-async def _sleep(seconds: float) -> None:
+async def pause(seconds: float) -> None:
     # Skipping the call entirely keeps the zero-latency path free of a loop round-trip.
     if seconds > 0:
         await asyncio.sleep(seconds)
 
 
-def _token_budget(body: dict[str, Any], planned: int) -> tuple[int, str]:
+def token_budget(body: dict[str, Any], planned: int) -> tuple[int, str]:
     cap = body.get("max_completion_tokens")
     if cap is None:
         cap = body.get("max_tokens")
     if cap is not None and cap < planned:
         return cap, "length"
     return planned, "stop"
+
+
+async def _call_tool(
+    request: web.Request, state: SimulatorState, settings: SimulationSettings, body: dict[str, Any], seq: int,
+    stream: bool, call: tuple[str, str],
+) -> web.StreamResponse:
+    name, arguments = call
+    call_id = f"call_sim_{seq}"
+    completion_id = state.completion_id(seq)
+    usage = usage_dict(estimate_prompt_tokens(body["messages"]), 12) if settings.report_usage else None
+    await pause(state.first_delay_s(settings))
+    if not stream:
+        payload = {"id": completion_id, "object": "chat.completion", "created": int(time.time()),
+                   "model": body["model"], "choices": [{"index": 0, "message": call_message(call_id, name, arguments),
+                                                        "logprobs": None, "finish_reason": "tool_calls"}]}
+        if usage is not None:
+            payload["usage"] = usage
+        return faults.json_response(orjson.dumps(payload))
+    options = body.get("stream_options")
+    include_usage = usage is not None and isinstance(options, dict) and options.get("include_usage") is True
+    framer = ChunkFramer(completion_id=completion_id, created=int(time.time()), model=body["model"],
+                         include_usage=include_usage)
+    frames = [framer.role(), *[framer.content(d) for d in call_deltas(call_id, name, arguments)],
+              framer.finish("tool_calls")]
+    if include_usage and usage is not None:
+        frames.append(framer.usage(usage))
+    return faults.sse_whole(b"".join(frames) + DONE_FRAME)
 
 
 async def _whole_chat(
@@ -118,9 +166,9 @@ async def _whole_chat(
     broken: bool,
 ) -> web.StreamResponse:
     model = body["model"]
-    plan = state.plan_for(settings, model)
-    count, finish_reason = _token_budget(body, len(plan.pieces))
-    await _sleep(state.first_delay_s(settings) + settings.per_token_ms * count / 1000.0)
+    plan = state.plan_for(settings, model, structured_reply(body))
+    count, finish_reason = token_budget(body, len(plan.pieces))
+    await pause(state.first_delay_s(settings) + settings.per_token_ms * count / 1000.0)
     usage = None
     if settings.report_usage:
         usage = usage_dict(estimate_prompt_tokens(body["messages"]), count)
@@ -148,8 +196,8 @@ async def _stream_chat(
     malformed: bool = False,
 ) -> web.StreamResponse:
     model = body["model"]
-    plan = state.plan_for(settings, model)
-    count, finish_reason = _token_budget(body, len(plan.pieces))
+    plan = state.plan_for(settings, model, structured_reply(body))
+    count, finish_reason = token_budget(body, len(plan.pieces))
     options = body.get("stream_options")
     include_usage = settings.report_usage and isinstance(options, dict) and options.get("include_usage") is True
     framer = ChunkFramer(
@@ -163,7 +211,7 @@ async def _stream_chat(
     tail = faults.MALFORMED_EVENT + DONE_FRAME if malformed else None
     choices = plan.choice_bytes[:sent]
 
-    await _sleep(state.first_delay_s(settings))
+    await pause(state.first_delay_s(settings))
     per_token_s = settings.per_token_ms / 1000.0
     if per_token_s > 0 and len(choices) > 1:
         resp = faults.sse_response()
@@ -213,18 +261,10 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         body = parse_json(raw)
         inputs = check_embeddings(body)
     except BadRequest as exc:
-        return _reject(request, state, body, exc)
+        return reject(request, state, body, exc)
 
-    settings = state.settings
-    outcome = state.next_outcome(settings)
-    _, entry = _begin(request, state, body, stream=False, outcome=outcome)
-    try:
-        immediate = faults.status_fault(outcome, settings)
-        if immediate is not None:
-            return immediate
-        if outcome == "timeout":
-            return await faults.hang_then_close(request, state, settings.hang_s)
-        await _sleep(state.first_delay_s(settings))
+    async def answer(settings: SimulationSettings, outcome: str, seq: int) -> web.StreamResponse:
+        await pause(state.first_delay_s(settings))
         if outcome == "garbage":
             return faults.garbage_response(stream=False)
         if outcome == "malformed":
@@ -242,9 +282,8 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         if outcome == "stream_break":
             return await faults.truncated_json(request, encoded)
         return faults.json_response(encoded)
-    finally:
-        if entry is not None:
-            entry.ended_at = time.time()
+
+    return await serve(request, body, False, answer)
 
 
 async def list_models(request: web.Request) -> web.Response:

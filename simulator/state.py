@@ -90,8 +90,11 @@ class SimulatorState:
             delay_ms = max(0.0, delay_ms + self.rng.uniform(-settings.jitter_ms, settings.jitter_ms))
         return delay_ms / 1000.0
 
-    def plan_for(self, settings: SimulationSettings, model: str) -> ReplyPlan:
-        """Reply pieces for ``model``, cached until the settings change."""
+    def plan_for(self, settings: SimulationSettings, model: str, structured: str | None = None) -> ReplyPlan:
+        """Reply pieces for ``model``, cached until the settings change; a request for structured output
+        without a fixed reply gets its JSON (``structured``) instead of filler."""
+        if structured is not None and model not in settings.replies and settings.reply is None:
+            return ReplyPlan.from_pieces(split_pieces(structured))
         text = settings.replies.get(model, settings.reply)
         key = model if model in settings.replies else None
         plan = self._plans.get(key)

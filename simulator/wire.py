@@ -100,7 +100,7 @@ _ROLE_CHOICE: Final = b'{"index":0,"delta":{"role":"assistant","content":""},"lo
 _FINISH_CHOICES: Final[Mapping[str, bytes]] = MappingProxyType(
     {
         reason: b'{"index":0,"delta":{},"logprobs":null,"finish_reason":"' + reason.encode() + b'"}'
-        for reason in ("stop", "length")
+        for reason in ("stop", "length", "tool_calls")
     }
 )
 DONE_FRAME: Final = b"data: [DONE]\n\n"

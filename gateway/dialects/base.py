@@ -4,7 +4,9 @@ The pipeline parses a body with its endpoint's dialect into a `ClientRequest`
 whose payload is canonical (OpenAI Chat Completions, or embeddings), and renders
 what comes back with the same dialect: the answer's body, each stream event as a
 frame, the stream's last frames, and every error in the caller's own error shape.
-The canonical dialect itself passes bytes through untouched: that is the fast path.
+The canonical dialect itself passes bytes through untouched: that is the fast path. Another dialect
+also carries the client's own request (`native`), for targets whose upstream speaks it
+(routing.wire): their answers pass through as well.
 """
 
 from __future__ import annotations
@@ -15,6 +17,24 @@ from typing import Any, Final, Protocol
 
 from gateway.errors import GatewayError
 from providers.base import UpstreamReply
+from routing.wire import NativeForm
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One Responses API call: its id (chosen before any upstream is asked, so the answer, its events and the
+    stored conversation share it), the client's body and this turn's input as items."""
+
+    response_id: Final[str]
+    created_at: Final[int]
+    data: Final[Mapping[str, Any]]
+    items: Final[tuple[dict[str, Any], ...]]
+    # The earlier turns' items, once `previous_response_id` was looked up.
+    history: Final[tuple[dict[str, Any], ...]] = ()
+
+    @property
+    def store(self) -> bool:
+        return self.data.get("store", True) is not False  # OpenAI's default: stored
 
 
 @dataclass(slots=True)
@@ -28,6 +48,10 @@ class ClientRequest:
     max_output_tokens: Final[int]
     # Streams: the client asked for the usage chunk (the gateway always asks upstream for it).
     wants_usage: Final[bool]
+    # A dialect that is not canonical: the request as the client sent it, for upstreams that speak it.
+    native: Final[NativeForm | None] = None
+    # A Responses API turn (its answer is kept for previous_response_id).
+    turn: Final[Turn | None] = None
 
 
 class StreamFrames(Protocol):
@@ -51,6 +75,10 @@ class StreamFrames(Protocol):
         """The last bytes when the upstream broke off: an error, never a clean-looking end."""
         ...
 
+    async def settle(self) -> None:
+        """The upstream finished, before `end`: whatever must be kept is kept before the client sees the end."""
+        ...
+
 
 class InboundDialect(Protocol):
     # Metric label and log field of the endpoint ("chat", "embeddings").
@@ -63,9 +91,15 @@ class InboundDialect(Protocol):
 
     def parse(self, body: bytes) -> ClientRequest: ...
 
-    def answer_body(self, reply: UpstreamReply) -> bytes: ...
+    def answer_body(self, reply: UpstreamReply, native: bool) -> bytes:
+        """`native`: the upstream was sent the client's own dialect, so its answer is already in it."""
+        ...
 
-    def stream_frames(self, request: ClientRequest) -> StreamFrames: ...
+    async def answer(self, request: ClientRequest, reply: UpstreamReply, native: bool) -> bytes:
+        """`answer_body` for a request with a turn, kept (for previous_response_id) before it is sent."""
+        ...
+
+    def stream_frames(self, request: ClientRequest, native: bool) -> StreamFrames: ...
 
     def error_body(self, error: GatewayError) -> bytes: ...
 

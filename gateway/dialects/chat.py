@@ -99,11 +99,11 @@ class ChatFrames:
     passthrough = True
 
     def __init__(self, client_wants_usage: bool) -> None:
-        self._wants_usage = client_wants_usage
+        self.wants_usage = client_wants_usage
 
     def event(self, data: bytes, usage_chunk: Mapping[str, Any] | None) -> bytes | None:
         # The final usage chunk (no choices) is the one the gateway asked for on the client's behalf.
-        if usage_chunk is not None and not self._wants_usage and not usage_chunk.get("choices"):
+        if usage_chunk is not None and not self.wants_usage and not usage_chunk.get("choices"):
             return None
         return b"data: " + data + b"\n\n"
 
@@ -112,6 +112,9 @@ class ChatFrames:
 
     def broken(self) -> bytes:
         return _BROKEN_FRAME
+
+    async def settle(self) -> None:
+        pass
 
 
 class ChatCompletions(CanonicalDialect):
@@ -127,5 +130,5 @@ class ChatCompletions(CanonicalDialect):
             wants_stream_usage(payload),
         )
 
-    def stream_frames(self, request: ClientRequest) -> ChatFrames:
+    def stream_frames(self, request: ClientRequest, native: bool) -> ChatFrames:
         return ChatFrames(request.wants_usage)

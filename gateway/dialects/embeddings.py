@@ -42,5 +42,5 @@ class Embeddings(CanonicalDialect):
         payload = parse_embeddings_request(body)
         return ClientRequest(payload["model"], payload, False, len(body), 0, False)
 
-    def stream_frames(self, request: ClientRequest) -> StreamFrames:
+    def stream_frames(self, request: ClientRequest, native: bool) -> StreamFrames:
         raise AssertionError("embeddings are never streamed")

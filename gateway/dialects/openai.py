@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from gateway.dialects.base import ClientRequest
 from gateway.errors import GatewayError, InvalidRequest
 from providers.base import UpstreamReply
 
@@ -90,8 +91,11 @@ class CanonicalDialect:
     """A dialect the upstreams speak too: answers pass through as they came. Errors are OpenAI's
     `{"error": {"message", "type", "param", "code"}}`, so the SDKs raise their matching class."""
 
-    def answer_body(self, reply: UpstreamReply) -> bytes:
+    def answer_body(self, reply: UpstreamReply, native: bool) -> bytes:
         return reply.body
+
+    async def answer(self, request: ClientRequest, reply: UpstreamReply, native: bool) -> bytes:
+        return self.answer_body(reply, native)
 
     def error_body(self, error: GatewayError) -> bytes:
         return error.to_json()

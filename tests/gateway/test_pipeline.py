@@ -13,6 +13,7 @@ import pytest
 
 from config.schema import ModelPrice, ModelRoute
 from gateway.auth import KeyRing, hash_key
+from gateway.conversations import Conversations
 from gateway.dialects.chat import ChatCompletions
 from gateway.pipeline import Pipeline
 from gateway.record import RequestRecord
@@ -27,6 +28,7 @@ from providers.errors import UpstreamStatusError, UpstreamStreamBroken
 from providers.target import TargetRef
 from routing.context import ContextFitter
 from routing.table import RouteTable
+from store.memory import MemoryStore
 from telemetry.metrics import Metrics
 
 KEY = "sk-pipeline-test"
@@ -104,6 +106,8 @@ def pipeline(dispatcher: ScriptedDispatcher, records: Records, synced: bool = Tr
         state_wait_s=0.2,
         shadow=None,  # type: ignore[arg-type]  # no migration: never asked
         fitter=ContextFitter(PRICES.context_window, tokens),
+        speaks=lambda provider, dialect: dialect == "chat",
+        conversations=Conversations(MemoryStore(), 3600.0, 1 << 20),
         dispatcher=dispatcher,  # type: ignore[arg-type]
         meter=Meter(PRICES, UsageEstimator(tokens)),
         recorder=records,  # type: ignore[arg-type]

@@ -1274,6 +1274,8 @@ def test_defaults_follow_the_issue() -> None:
     assert (gates.error_rate, gates.p99_ms, gates.ttft_p99_ms, gates.cost_increase) == (0.02, 800, 800, 0.05)
     assert (gates.critical_error_rate, gates.critical_min_requests) == (0.5, 20)
     assert spec().sticky.header == "x-cutover-sticky-key"
+    # Unset, the salt is the migration's id: each migration buckets clients its own way.
+    assert spec(sticky={}).sticky.salt == spec().id
 
 
 @pytest.mark.parametrize(
@@ -1288,7 +1290,7 @@ def test_defaults_follow_the_issue() -> None:
         ({"candidate": {"provider": "openai", "model": "gpt-4o"}}, "differ from baseline"),
         ({"id": "has spaces"}, "pattern"),
         ({"plan": {"shadow": 10}}, "Extra inputs"),
-        ({"sticky": {}}, "salt"),
+        ({"sticky": {"salt": ""}}, "salt"),
     ],
 )
 def test_bad_plans_are_refused(overrides: dict[str, object], message: str) -> None:

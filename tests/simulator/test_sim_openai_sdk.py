@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 import openai
@@ -176,3 +177,43 @@ def test_sync_client_against_background_thread() -> None:
     assert completion.usage is not None and completion.usage.completion_tokens == 5
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
     assert [r.outcome for r in recorded] == ["ok", "ok", "rate_limit"]
+
+
+async def test_legacy_completions_stream_and_not(sim: SimulatorServer) -> None:
+    async with _client(sim) as client:
+        reply = await client.completions.create(model="m", prompt=["a", "b"], max_tokens=3)
+        assert reply.object == "text_completion" and reply.id.startswith("cmpl-sim-")
+        assert [c.text for c in reply.choices] == ["[simulated] lorem ipsum"] * 2
+        assert [c.finish_reason for c in reply.choices] == ["length", "length"]
+        assert reply.usage is not None and reply.usage.completion_tokens == 6
+        default = await client.completions.create(model="m", prompt="a")
+        assert default.choices[0].finish_reason == "stop"  # 16 pieces planned, 16 allowed by default
+        stream = await client.completions.create(model="m", prompt="a", max_tokens=3, stream=True,
+                                                 stream_options={"include_usage": True})
+        chunks = [chunk async for chunk in stream]
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "[simulated] lorem ipsum"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
+
+
+async def test_offered_tools_are_called_with_fitting_arguments(sim: SimulatorServer) -> None:
+    tools: Any = [
+        {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}},
+        {"type": "function", "function": {"name": "weather", "parameters": {
+            "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}}},
+    ]
+    choice: Any = {"type": "function", "function": {"name": "weather"}}
+    async with _client(sim) as client:
+        called = await client.chat.completions.create(model="m", messages=MESSAGES, tools=tools, tool_choice=choice)
+        [call] = called.choices[0].message.tool_calls or []
+        stream = await client.chat.completions.create(model="m", messages=MESSAGES, tools=tools, stream=True)
+        deltas = [d for chunk in [c async for c in stream] for d in (chunk.choices[0].delta.tool_calls or [])]
+        answered = await client.chat.completions.create(model="m", tools=tools, messages=[
+            *MESSAGES, {"role": "assistant", "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": "18C"}])
+        declined = await client.chat.completions.create(model="m", messages=MESSAGES, tools=tools, tool_choice="none")
+    assert called.choices[0].finish_reason == "tool_calls"
+    assert (call.function.name, call.function.arguments) == ("weather", '{"city":"simulated","days":0}')  # type: ignore[union-attr]
+    assert deltas[0].function is not None and deltas[0].function.name == "lookup"
+    assert "".join(d.function.arguments or "" for d in deltas if d.function) == "{}"
+    assert answered.choices[0].message.content and not answered.choices[0].message.tool_calls
+    assert declined.choices[0].message.content and not declined.choices[0].message.tool_calls

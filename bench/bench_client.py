@@ -78,9 +78,12 @@ class _Budget:
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, request: bytes, stream: bool) -> None:
+    def __init__(self, request: bytes, stream: bool | bytes) -> None:
         self.request = request
-        self.stream = stream
+        self.stream = bool(stream)
+        # A stream is complete when its body ends so: chat and completions end with [DONE]; a Responses
+        # stream ends with its final typed event, so its caller passes the bytes that close an event.
+        self.end = stream if isinstance(stream, bytes) else _DONE_TAIL
         self.parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.budget: _Budget | None = None
@@ -113,7 +116,7 @@ class _Connection(asyncio.Protocol):
             self.first_body = time.perf_counter_ns()
         if self.stream:
             self.frames += body.count(b"data: ")
-            self.tail = (self.tail + body)[-len(_DONE_TAIL) :]
+            self.tail = (self.tail + body)[-len(self.end) :]
 
     def on_message_complete(self) -> None:
         end = time.perf_counter_ns()
@@ -125,7 +128,7 @@ class _Connection(asyncio.Protocol):
         if status != 200:
             result.bad_status[status] = result.bad_status.get(status, 0) + 1
             result.errors += 1
-        elif self.stream and self.tail != _DONE_TAIL:
+        elif self.stream and self.tail != self.end:
             result.errors += 1
         else:
             result.latencies_ns.append(end - self.started)
@@ -166,8 +169,9 @@ class _Connection(asyncio.Protocol):
 class LoadClient:
     """``concurrency`` keep-alive connections; ``await run(n)`` sends ``n`` requests over them."""
 
-    def __init__(self, host: str, port: int, requests: list[tuple[bytes, bool]]) -> None:
-        """``requests``: one ``(raw request, is_stream)`` per connection."""
+    def __init__(self, host: str, port: int, requests: list[tuple[bytes, bool | bytes]]) -> None:
+        """``requests``: one ``(raw request, is_stream)`` per connection; for a stream that does not end with
+        ``[DONE]``, the bytes it ends with instead of True."""
         self.host = host
         self.port = port
         self.requests = requests

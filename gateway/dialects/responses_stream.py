@@ -233,15 +233,22 @@ class NativeResponseEvents:
         self._seq = 0
 
     def event(self, data: bytes, usage_chunk: Mapping[str, Any] | None) -> bytes | None:
+        self._seq += 1
+        # OpenAI's events (and the simulator's) open with their type: read it without parsing the event, and
+        # parse only the final one, which is kept.
+        if usage_chunk is None and data.startswith(b'{"type":"'):
+            kind = data[9: data.find(b'"', 9)]
+            if kind not in (b"response.completed", b"response.incomplete"):
+                return b"event: " + kind + b"\ndata: " + data + b"\n\n"
         event = usage_chunk if usage_chunk is not None else orjson.loads(data)
-        kind = event.get("type")
-        if not isinstance(kind, str):
+        kind_text = event.get("type")
+        if not isinstance(kind_text, str):
             return None
         if isinstance(event.get("sequence_number"), int):
             self._seq = event["sequence_number"] + 1
-        if kind in ("response.completed", "response.incomplete") and isinstance(event.get("response"), dict):
+        if kind_text in ("response.completed", "response.incomplete") and isinstance(event.get("response"), dict):
             self._final = event["response"]
-        return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
+        return b"event: " + kind_text.encode() + b"\ndata: " + data + b"\n\n"
 
     async def settle(self) -> None:
         if self._on_end is not None and self._final is not None:

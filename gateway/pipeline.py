@@ -205,7 +205,9 @@ class Pipeline:
         if decision is None:
             return route, None
         pair = None
-        if decision.shadow_target is not None and self.dialect.shadowable:
+        # A copy goes as the canonical request: one needing a native upstream (built-in tools...) is not copied.
+        native_only = request.native is not None and bool(request.native.native_only)
+        if decision.shadow_target is not None and self.dialect.shadowable and not native_only:
             pair = self._shadow.launch(
                 decision, route.alias, request.payload, request.stream, self.dialect.upstream_path, request_id
             )

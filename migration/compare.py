@@ -127,8 +127,16 @@ def summarise_completion(
     data: Mapping[str, Any], status: int, latency_s: float, cost_micros: int, prompt_tokens: int,
     completion_tokens: int, ttft_s: float | None = None,
 ) -> AnswerSummary:
-    """From a parsed (non-streamed) chat completion."""
-    text, finish, tools = "", None, []
+    """From a parsed (non-streamed) answer: a chat completion, a legacy text completion, or a Responses API
+    response (whose status stands for a finish reason: completed -> stop, incomplete -> length)."""
+    text: str = ""
+    finish: str | None = None
+    tools: list[str] = []
+    if data.get("object") == "response":
+        text, tools = _response_output(data.get("output"))
+        finish = _RESPONSE_FINISH.get(str(data.get("status")))
+        return AnswerSummary(status, latency_s, ttft_s, prompt_tokens, completion_tokens, cost_micros, finish, text,
+                             tuple(tools))
     choices = data.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], Mapping):
         choice = choices[0]
@@ -137,6 +145,8 @@ def summarise_completion(
             content = message.get("content")
             text = content if isinstance(content, str) else ""
             tools = _tool_names(message.get("tool_calls"))
+        elif isinstance(choice.get("text"), str):
+            text = choice["text"]
         finish = choice.get("finish_reason") if isinstance(choice.get("finish_reason"), str) else None
     return AnswerSummary(status, latency_s, ttft_s, prompt_tokens, completion_tokens, cost_micros, finish, text,
                          tuple(tools))
@@ -146,7 +156,8 @@ def summarise_stream(
     events: Iterable[bytes], status: int, latency_s: float, ttft_s: float | None, cost_micros: int,
     prompt_tokens: int, completion_tokens: int,
 ) -> AnswerSummary:
-    """From the data payloads of a streamed chat completion (choice 0)."""
+    """From the data payloads of a stream (choice 0): chat chunks, legacy completion chunks, or the Responses
+    API's typed events."""
     parts: list[str] = []
     tools: dict[int, str] = {}
     finish: str | None = None
@@ -155,12 +166,25 @@ def summarise_stream(
             chunk = orjson.loads(event)
         except orjson.JSONDecodeError:
             continue
+        kind = chunk.get("type") if isinstance(chunk, dict) else None
+        if isinstance(kind, str):
+            if kind == "response.output_text.delta" and isinstance(chunk.get("delta"), str):
+                parts.append(chunk["delta"])
+            elif kind == "response.output_item.added" and isinstance(chunk.get("item"), dict):
+                item = chunk["item"]
+                if item.get("type") == "function_call" and isinstance(item.get("name"), str):
+                    tools[int(chunk.get("output_index", len(tools)))] = item["name"]
+            elif kind in ("response.completed", "response.incomplete"):
+                finish = _RESPONSE_FINISH.get(kind.removeprefix("response."))
+            continue
         choices = chunk.get("choices") if isinstance(chunk, dict) else None
         if not isinstance(choices, list):
             continue
         for choice in choices:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
+            if isinstance(choice.get("text"), str):
+                parts.append(choice["text"])
             delta = choice.get("delta")
             if isinstance(delta, dict):
                 if isinstance(delta.get("content"), str):
@@ -174,6 +198,24 @@ def summarise_stream(
                 finish = choice["finish_reason"]
     return AnswerSummary(status, latency_s, ttft_s, prompt_tokens, completion_tokens, cost_micros, finish,
                          "".join(parts), tuple(tools[i] for i in sorted(tools)))
+
+
+_RESPONSE_FINISH = {"completed": "stop", "incomplete": "length"}
+
+
+def _response_output(output: Any) -> tuple[str, list[str]]:
+    """The text and the called tools' names of a Responses API output list."""
+    texts: list[str] = []
+    names: list[str] = []
+    for item in output if isinstance(output, list) else ():
+        if not isinstance(item, Mapping):
+            continue
+        if item.get("type") == "message":
+            texts += [p["text"] for p in item.get("content") or ()
+                      if isinstance(p, Mapping) and p.get("type") == "output_text" and isinstance(p.get("text"), str)]
+        elif item.get("type") == "function_call" and isinstance(item.get("name"), str):
+            names.append(item["name"])
+    return "".join(texts), names
 
 
 def _tool_names(calls: Any) -> list[str]:

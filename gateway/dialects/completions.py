@@ -126,8 +126,8 @@ class Completions(CanonicalDialect):
     endpoint = "completions"
     upstream_path = "/chat/completions"
     fits_context = True
-    # A shadow copy would be compared as chat; legacy traffic is left out of answer comparison.
-    shadowable = False
+    # The copy is the chat translation; the comparison reads either shape (migration.compare).
+    shadowable = True
 
     def parse(self, body: bytes) -> ClientRequest:
         native, chat, native_only = parse_completions_request(body)

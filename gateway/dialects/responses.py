@@ -75,8 +75,8 @@ class Responses(CanonicalDialect):
     endpoint = "responses"
     upstream_path = "/chat/completions"
     fits_context = True
-    # Answers are compared as chat; Responses traffic is not copied to shadow targets yet.
-    shadowable = False
+    # The copy is the chat translation; the comparison reads either shape (migration.compare).
+    shadowable = True
 
     def __init__(self, remember: Remember) -> None:
         self._remember = remember

@@ -142,6 +142,32 @@ def test_summarise_stream() -> None:
     assert summary == AnswerSummary(200, 0.5, 0.05, 3, 2, 30, "stop", "Hello", ("lookup", "send_email"))
 
 
+def test_the_other_dialects_answers_summarise_alike() -> None:
+    response = {"object": "response", "status": "incomplete", "output": [
+        {"type": "reasoning", "id": "rs_1", "summary": []},
+        {"type": "message", "content": [{"type": "output_text", "text": "Hel"}, {"type": "output_text", "text": "lo"},
+                                        {"type": "refusal", "refusal": "no"}]},
+        {"type": "function_call", "name": "weather", "call_id": "c", "arguments": "{}"}]}
+    summary = summarise_completion(response, 200, 0.2, 5, 1, 2)
+    assert (summary.text, summary.finish_reason, summary.tool_names) == ("Hello", "length", ("weather",))
+    legacy = summarise_completion({"choices": [{"text": "Once", "finish_reason": "stop"}]}, 200, 0.2, 5, 1, 2)
+    assert (legacy.text, legacy.finish_reason) == ("Once", "stop")
+
+    events = [orjson.dumps(e) for e in (
+        {"type": "response.created", "response": {"output": []}},
+        {"type": "response.output_item.added", "output_index": 0, "item": {"type": "message"}},
+        {"type": "response.output_text.delta", "delta": "Hel"},
+        {"type": "response.output_text.delta", "delta": "lo"},
+        {"type": "response.output_item.added", "output_index": 1, "item": {"type": "function_call", "name": "f"}},
+        {"type": "response.completed", "response": {"status": "completed"}},
+    )]
+    streamed = summarise_stream(events, 200, 0.5, 0.05, 30, 3, 2)
+    assert (streamed.text, streamed.finish_reason, streamed.tool_names) == ("Hello", "stop", ("f",))
+    chunks = [orjson.dumps({"choices": [{"index": 0, "text": t, "finish_reason": f}]})
+              for t, f in (("On", None), ("ce", None), ("", "length"))]
+    assert summarise_stream(chunks, 200, 0.5, None, 1, 1, 1).text == "Once"
+
+
 def test_request_tool_names_and_wants_json() -> None:
     request = {
         "tools": [

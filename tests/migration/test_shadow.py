@@ -140,3 +140,25 @@ def test_requests_naming_an_excluded_tool_are_not_shadowed(make_stack: StackFact
     assert metric(text, "cutover_shadow_requests_total", migration=MIGRATION_ID, outcome="sent") == 4
     # The excluded requests themselves were served normally, by the baseline.
     assert len(primaries(stack.baseline)) == 9
+
+
+def test_responses_and_completions_traffic_is_shadowed_and_compared(make_stack: StackFactory) -> None:
+    # The candidate answers the same words: the pairs agree only if each answer's text was read from its shape.
+    stack = _shadowing_stack(make_stack, {"reply": BASELINE_REPLY}, {"timeout_s": 5.0})
+    stack.wait_for("shadow")
+    client = stack.client
+    for i in range(3):
+        assert client.responses.create(model=ALIAS, input="hi", user=f"r{i}").output_text == BASELINE_REPLY
+        with client.responses.stream(model=ALIAS, input="hi", user=f"rs{i}") as stream:
+            assert stream.get_final_response().output_text == BASELINE_REPLY
+        assert client.completions.create(model=ALIAS, prompt="hi", user=f"c{i}").choices[0].text == BASELINE_REPLY
+    wait_for(
+        lambda: metric(stack.metrics(), "cutover_shadow_requests_total", migration=MIGRATION_ID, outcome="compared")
+        == 9,
+        timeout=10, what="every copy compared",
+    )
+    text = stack.metrics()
+    assert metric(text, "cutover_shadow_agreements_total", migration=MIGRATION_ID, check="status") == 9
+    assert metric(text, "cutover_shadow_agreements_total", migration=MIGRATION_ID, check="overall") == 9
+    copies = shadows(stack.candidate)
+    assert len(copies) == 9 and all(r.path == "/v1/chat/completions" for r in copies)

@@ -255,3 +255,17 @@ def test_metrics_after_runs(make_rig: RigFactory) -> None:
     # Internal calls are ordinary requests of their aliases, and the run is one request of the meta-model.
     assert metric(text, "cutover_requests_total", alias="planner", status_class="2xx") == 2
     assert metric(text, "cutover_requests_total", alias=META, status_class="2xx") == 2
+
+
+def test_the_meta_model_answers_the_responses_api_too(make_rig: RigFactory) -> None:
+    rig = make_rig(plan=plan_text(DIAMOND), joiner=json.dumps({"action": "finish", "answer": LONG_ANSWER}))
+    response = rig.client.responses.create(model=META, input=GOAL)
+    assert response.status == "completed" and response.output_text == LONG_ANSWER
+    assert response.usage is not None and response.usage.total_tokens == spent(rig).total_tokens
+    with rig.client.responses.stream(model=META, input=GOAL, previous_response_id=response.id) as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert "".join(deltas) == final.output_text == LONG_ANSWER and len(deltas) > 1
+    # The earlier turn went to the planner with the new one: the meta-model continues a conversation too.
+    planner_prompt = json.dumps(rig.requests(PLANNER_M)[-1].body["messages"])
+    assert LONG_ANSWER in planner_prompt

@@ -67,6 +67,8 @@ class ModelPrice(Strict):
     input: Price = Decimal(0)
     cached_input: Price | None = None
     output: Price = Decimal(0)
+    # Reasoning tokens, when the provider bills them apart from other output (unset: the output price).
+    reasoning: Price | None = None
     context_window: Annotated[int, Field(ge=1)] | None = None
 
 

@@ -29,10 +29,13 @@ class PriceBook:
             return ZERO
         cached = min(usage.cached_tokens, usage.prompt_tokens)
         cached_rate = price.cached_input if price.cached_input is not None else price.input
+        reasoning = min(usage.reasoning_tokens, usage.completion_tokens)
+        reasoning_rate = price.reasoning if price.reasoning is not None else price.output
         total = (
             (usage.prompt_tokens - cached) * price.input
             + cached * cached_rate
-            + usage.completion_tokens * price.output
+            + (usage.completion_tokens - reasoning) * price.output
+            + reasoning * reasoning_rate
         )
         return total / _MILLION
 

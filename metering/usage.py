@@ -23,6 +23,8 @@ class Usage:
     cached_tokens: int = 0
     # True when the upstream reported nothing and the gateway counted with tiktoken.
     estimated: bool = False
+    # Of the completion tokens, those spent reasoning (priced apart when the price book says so).
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -34,6 +36,7 @@ class Usage:
             self.completion_tokens + other.completion_tokens,
             self.cached_tokens + other.cached_tokens,
             self.estimated or other.estimated,
+            self.reasoning_tokens + other.reasoning_tokens,
         )
 
 
@@ -49,7 +52,10 @@ def usage_from_openai(usage: Mapping[str, Any] | None) -> Usage | None:
         return None
     details = usage.get("input_tokens_details" if responses else "prompt_tokens_details")
     cached = details.get("cached_tokens", 0) if isinstance(details, Mapping) else 0
-    return Usage(prompt, completion, cached if _is_count(cached) else 0)
+    out_details = usage.get("output_tokens_details" if responses else "completion_tokens_details")
+    reasoning = out_details.get("reasoning_tokens", 0) if isinstance(out_details, Mapping) else 0
+    return Usage(prompt, completion, cached if _is_count(cached) else 0, False,
+                 reasoning if _is_count(reasoning) else 0)
 
 
 def _is_count(value: Any) -> TypeGuard[int]:

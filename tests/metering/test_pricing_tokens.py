@@ -33,6 +33,16 @@ def test_cost_prices_cached_tokens_at_cached_rate() -> None:
     assert BOOK.cost("direct", "deepseek-v3.2", usage) == Decimal("0.0003892")
 
 
+def test_reasoning_tokens_are_priced_apart_only_when_the_book_says_so() -> None:
+    book = PriceBook({"thinker": price(input="1", output="4", reasoning="8"), "plain": price(input="1", output="4")})
+    usage = Usage(prompt_tokens=1_000_000, completion_tokens=1_000_000, reasoning_tokens=250_000)
+    # 1 + 0.75 * 4 + 0.25 * 8, and without a reasoning price every output token at the output price.
+    assert book.cost("p", "thinker", usage) == Decimal("6")
+    assert book.cost("p", "plain", usage) == Decimal("5")
+    capped = Usage(prompt_tokens=0, completion_tokens=100, reasoning_tokens=1_000)
+    assert book.cost("p", "thinker", capped) == Decimal("0.0008")
+
+
 def test_cost_is_exact_decimal() -> None:
     cost = BOOK.cost("direct", "deepseek-v3.2", Usage(prompt_tokens=1, completion_tokens=0))
     assert isinstance(cost, Decimal)
@@ -117,6 +127,11 @@ def test_usage_total_and_addition() -> None:
         # Some upstreams send null for an embeddings-like answer with no completion.
         ({"prompt_tokens": 10, "completion_tokens": None}, Usage(10, 0, 0)),
         ({"prompt_tokens": 10, "completion_tokens": 5, "prompt_tokens_details": {}}, Usage(10, 5, 0)),
+        ({"prompt_tokens": 10, "completion_tokens": 5, "completion_tokens_details": {"reasoning_tokens": 3}},
+         Usage(10, 5, 0, reasoning_tokens=3)),
+        # The Responses API's names for the same counts.
+        ({"input_tokens": 10, "output_tokens": 5, "input_tokens_details": {"cached_tokens": 4},
+          "output_tokens_details": {"reasoning_tokens": 2}, "total_tokens": 15}, Usage(10, 5, 4, reasoning_tokens=2)),
     ],
 )
 def test_usage_from_openai(raw: dict[str, Any], expected: Usage) -> None:

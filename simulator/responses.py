@@ -17,6 +17,7 @@ from simulator.behaviour import SimulationSettings
 from simulator.handlers import pause, reject, serve, token_budget
 from simulator.schema import structured_reply
 from simulator.state import STATE_KEY
+from simulator.tools import requested_call
 from simulator.validation import BadRequest, invalid_request, parse_json
 from simulator.wire import text_tokens
 
@@ -69,6 +70,46 @@ def _event(seq: int, kind: str, **payload: Any) -> bytes:
         {"type": kind, "sequence_number": seq, **payload}) + b"\n\n"
 
 
+def _fixed(settings: SimulationSettings, model: str) -> bool:
+    return model in settings.replies or settings.reply is not None
+
+
+def _requested_call(body: dict[str, Any]) -> tuple[str, str] | None:
+    """simulator.tools' choice, for the Responses API's flat tools and input items."""
+    tools = [{"type": "function", "function": t} for t in body.get("tools") or ()
+             if isinstance(t, dict) and t.get("type") == "function"]
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        choice = {"type": "function", "function": {"name": choice.get("name")}}
+    value = body.get("input")
+    items: list[Any] = value if isinstance(value, list) else []
+    answered = bool(items) and isinstance(items[-1], dict) and items[-1].get("type") == "function_call_output"
+    return requested_call({"tools": tools, "tool_choice": choice,
+                           "messages": [{"role": "tool"}] if answered else []})
+
+
+def _call_answer(body: dict[str, Any], seq: int, stream: bool, call: tuple[str, str], usage: Any) -> web.Response:
+    name, arguments = call
+    item = {"id": f"fc_sim_{seq}", "type": "function_call", "status": "completed", "call_id": f"call_sim_{seq}",
+            "name": name, "arguments": arguments}
+    if not stream:
+        return faults.json_response(orjson.dumps(_response(body, seq, "completed", [item], usage)))
+    third = max(1, len(arguments) // 3)
+    fragments = [f for f in (arguments[:third], arguments[third: 2 * third], arguments[2 * third:]) if f]
+    where = {"item_id": item["id"], "output_index": 0}
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("response.created", {"response": _response(body, seq, "in_progress", [], None)}),
+        ("response.in_progress", {"response": _response(body, seq, "in_progress", [], None)}),
+        ("response.output_item.added", {"output_index": 0, "item": {**item, "status": "in_progress",
+                                                                      "arguments": ""}}),
+        *[("response.function_call_arguments.delta", {**where, "delta": f}) for f in fragments],
+        ("response.function_call_arguments.done", {**where, "name": name, "arguments": arguments}),
+        ("response.output_item.done", {"output_index": 0, "item": item}),
+        ("response.completed", {"response": _response(body, seq, "completed", [item], usage)}),
+    ]
+    return faults.sse_whole(b"".join(_event(i, kind, **payload) for i, (kind, payload) in enumerate(events)))
+
+
 async def responses(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     body: Any = None
@@ -93,6 +134,9 @@ async def responses(request: web.Request) -> web.StreamResponse:
         await pause(state.first_delay_s(settings) + (0 if stream else settings.per_token_ms * count / 1000.0))
         if outcome == "garbage":
             return faults.garbage_response(stream)
+        call = _requested_call(body) if outcome == "ok" and not _fixed(settings, body["model"]) else None
+        if call is not None:
+            return _call_answer(body, seq, stream, call, usage)
         if not stream:
             payload = orjson.dumps(_response(body, seq, status, [message], usage))
             if outcome == "stream_break":

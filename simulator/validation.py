@@ -36,6 +36,11 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _tokens_text(tokens: list[int]) -> str:
+    # The simulator has no vocabulary: a token array stands for a text of that many tokens, stable per array.
+    return " ".join(str(t) for t in tokens)
+
+
 def parse_json(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
@@ -74,8 +79,13 @@ def check_embeddings(body: Any) -> list[str]:
         inputs = [raw_input]
     elif isinstance(raw_input, list) and raw_input and all(isinstance(x, str) for x in raw_input):
         inputs = raw_input
+    elif isinstance(raw_input, list) and raw_input and all(_is_int(t) for t in raw_input):
+        inputs = [_tokens_text(raw_input)]  # one input given as token ids, as OpenAI accepts
+    elif isinstance(raw_input, list) and raw_input and all(
+            isinstance(x, list) and x and all(_is_int(t) for t in x) for x in raw_input):
+        inputs = [_tokens_text(x) for x in raw_input]
     else:
-        raise BadRequest("'input' must be a string or a non-empty array of strings.", "input")
+        raise BadRequest("'input' must be a string, an array of strings, or token arrays.", "input")
     if body.get("encoding_format") not in (None, "float", "base64"):
         raise BadRequest("'encoding_format' must be 'float' or 'base64'.", "encoding_format")
     if len(inputs) > MAX_INPUTS:

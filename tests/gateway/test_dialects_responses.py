@@ -13,6 +13,7 @@ from gateway.dialects.responses_in import parse_responses_request, translate
 from gateway.dialects.responses_out import response_object, response_usage
 from gateway.dialects.responses_stream import NativeResponseEvents, ResponseEvents
 from gateway.errors import InvalidRequest
+from providers.sse_parser import SSEParser
 
 WEATHER = {"type": "function", "name": "weather", "description": "Weather in a city",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}, "strict": True}
@@ -253,3 +254,27 @@ async def test_a_native_stream_is_relayed_with_its_event_lines_and_its_final_res
     assert events_of(out + frames.end(b"")) == upstream
     assert kept == [final]
     assert events_of(frames.broken())[0]["sequence_number"] == 2
+
+
+async def test_a_stream_split_at_every_byte_translates_the_same() -> None:
+    """Multi-byte characters and JSON escapes cut across reads reach the events whole."""
+    chunks = [chunk({"content": "Ça "}), chunk({"content": "va — "}),
+              chunk({"tool_calls": [{"index": 0, "id": "call_ü", "function": {"name": "wëather", "arguments": ""}}]}),
+              chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city": "Zürich \\"'}}]}),
+              chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'old town\\""}'}}]}),
+              chunk({}, "tool_calls")]
+    wire = b"".join(b"data: " + c + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+    parser = SSEParser()
+    events = [e for i in range(len(wire)) for e in parser.feed(wire[i:i + 1])]
+    assert events[:-1] == chunks and events[-1] == b"[DONE]"
+    whole, split = ResponseEvents({"model": "m"}, "resp_w", 1), ResponseEvents({"model": "m"}, "resp_w", 1)
+    translated = []
+    for frames, source in ((whole, chunks), (split, events[:-1])):
+        out = b"".join(f for c in source if (f := frames.event(c, None)))
+        await frames.settle()
+        translated.append(events_of(out + frames.end(b"")))
+    assert [e["type"] for e in translated[0]] == [e["type"] for e in translated[1]]
+    final = translated[1][-1]["response"]
+    assert final["output"][0]["content"][0]["text"] == "Ça va — "
+    assert final["output"][1]["arguments"] == '{"city": "Zürich \\"old town\\""}'
+    assert final["output"][1]["call_id"] == "call_ü" and final["output"][1]["name"] == "wëather"

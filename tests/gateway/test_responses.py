@@ -235,3 +235,22 @@ def test_a_tool_call_and_its_answer_round_trip(sim: Any, gw: BackgroundGateway) 
     messages = sim.requests[-1].body["messages"]
     assert messages[-2]["tool_calls"][0]["id"] == call.call_id
     assert messages[-1] == {"role": "tool", "tool_call_id": call.call_id, "content": "18C"}
+
+
+def test_a_tool_call_passed_through_from_an_upstream_serving_responses(
+    sim: Any, native_gw: BackgroundGateway
+) -> None:
+    tools: Any = [{"type": "function", "name": "weather", "strict": True, "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+        "additionalProperties": False}}]
+    with sdk(native_gw) as client:
+        with client.responses.stream(model="assistant", input="Weather?", tools=tools) as stream:
+            asked = stream.get_final_response()
+        [call] = asked.output
+        assert call.type == "function_call" and call.arguments == '{"city":"simulated"}'
+        answered = client.responses.create(model="assistant", previous_response_id=asked.id, tools=tools, input=[
+            {"type": "function_call_output", "call_id": call.call_id, "output": "18C"}])
+    assert answered.output_text.startswith("[simulated]")
+    replayed = sim.requests[-1].body["input"]
+    assert [i["type"] for i in replayed] == ["message", "function_call", "function_call_output"]
+    assert replayed[1]["id"] == call.id  # the upstream's own item id goes back to it

@@ -217,3 +217,13 @@ async def test_offered_tools_are_called_with_fitting_arguments(sim: SimulatorSer
     assert "".join(d.function.arguments or "" for d in deltas if d.function) == "{}"
     assert answered.choices[0].message.content and not answered.choices[0].message.tool_calls
     assert declined.choices[0].message.content and not declined.choices[0].message.tool_calls
+
+
+async def test_embeddings_of_token_arrays(sim: SimulatorServer) -> None:
+    async with _client(sim) as client:
+        one = await client.embeddings.create(model="e", input=[1212, 318, 257])
+        many = await client.embeddings.create(model="e", input=[[1212, 318], [257]])
+        text = await client.embeddings.create(model="e", input="1212 318")
+    assert len(one.data) == 1 and len(many.data) == 2
+    # The same token array gets the same vector every time.
+    assert many.data[0].embedding == text.data[0].embedding

@@ -27,11 +27,13 @@ def node() -> str:
     return found
 
 
+@pytest.mark.parametrize("dialects", [["chat"], ["chat", "completions", "responses"]],
+                         ids=["translated", "passed-through"])
 def test_responses_and_completions_through_the_node_sdk(
-    node: str, make_sim: SimFactory, make_gateway: GatewayFactory
+    node: str, make_sim: SimFactory, make_gateway: GatewayFactory, dialects: list[str]
 ) -> None:
     sim = make_sim(output_tokens=5)
-    gw = make_gateway({"sim": {**upstream(sim), "dialects": ["chat"]}}, {"assistant": route(("sim", "sim-model"))})
+    gw = make_gateway({"sim": {**upstream(sim), "dialects": dialects}}, {"assistant": route(("sim", "sim-model"))})
     done = subprocess.run([node, "sdk_checks.mjs", gw.base_url, CLIENT_KEY, "assistant"], cwd=NODE_DIR,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -46,3 +48,5 @@ def test_responses_and_completions_through_the_node_sdk(
     assert seen["afterDelete"] == 404
     assert seen["completion"] == {"object": "text_completion", "text": "[simulated] lorem ipsum dolor"}
     assert seen["completionStream"] == "[simulated] lorem ipsum"
+    expected_paths = {"/v1/chat/completions"} if dialects == ["chat"] else {"/v1/responses", "/v1/completions"}
+    assert {r.path for r in sim.requests} == expected_paths

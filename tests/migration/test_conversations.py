@@ -6,8 +6,10 @@ from __future__ import annotations
 import time
 
 from migration.split import choose_arm
+from tests.gateway.helpers import metric
 from tests.migration.conftest import StackFactory
-from tests.migration.support import ALIAS, MIGRATION_ID, SALT, held_plan, migration_spec, primaries
+from tests.migration.support import ALIAS, MIGRATION_ID, SALT, Stack, held_plan, migration_spec, primaries
+from tests.support import wait_for
 
 
 def test_a_conversation_continues_across_a_weight_change_and_a_rollback(make_stack: StackFactory) -> None:
@@ -42,3 +44,11 @@ def test_a_conversation_continues_across_a_weight_change_and_a_rollback(make_sta
     stack.act_ok("rollback", reason="conversations must survive this")
     _, arms = turn("Once more.", third)
     assert arms == ["baseline"]
+    # Each arm's figures count the turns it served while the migration ran, as for any dialect (after the
+    # rollback the alias is served as configured, outside the migration).
+    wait_for(lambda: (arm_requests(stack, "candidate"), arm_requests(stack, "baseline")) == (2, 1), timeout=10,
+             what="the turns counted per arm")
+
+
+def arm_requests(stack: Stack, arm: str) -> float:
+    return metric(stack.metrics(), "cutover_migration_requests_total", migration=MIGRATION_ID, arm=arm)

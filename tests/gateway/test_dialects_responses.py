@@ -278,3 +278,18 @@ async def test_a_stream_split_at_every_byte_translates_the_same() -> None:
     assert final["output"][0]["content"][0]["text"] == "Ça va — "
     assert final["output"][1]["arguments"] == '{"city": "Zürich \\"old town\\""}'
     assert final["output"][1]["call_id"] == "call_ü" and final["output"][1]["name"] == "wëather"
+
+
+async def test_a_streamed_refusal_is_a_refusal_part() -> None:
+    frames = ResponseEvents({"model": "m"}, "resp_r", 1)
+    source = [chunk({"role": "assistant", "refusal": ""}), chunk({"refusal": "I can't "}),
+              chunk({"refusal": "help with that."}), chunk({}, "stop")]
+    out = b"".join(f for c in source if (f := frames.event(c, None)))
+    await frames.settle()
+    events = events_of(out + frames.end(b""))
+    assert [e["type"] for e in events][2:] == [
+        "response.output_item.added", "response.content_part.added", "response.refusal.delta",
+        "response.refusal.delta", "response.refusal.done", "response.content_part.done",
+        "response.output_item.done", "response.completed"]
+    assert events[3]["part"] == {"type": "refusal", "refusal": ""}
+    assert events[-1]["response"]["output"][0]["content"] == [{"type": "refusal", "refusal": "I can't help with that."}]

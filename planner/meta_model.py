@@ -29,7 +29,7 @@ from planner.reuse import normalised_shape
 from planner.run import PlanRun, RunOutcome
 from planner.runs import Journal, Runs
 from providers.base import UpstreamReply, UpstreamRequest
-from providers.errors import RunFailed, UpstreamStreamBroken
+from providers.errors import RunFailed, UpstreamStatusError, UpstreamStreamBroken
 from telemetry.planner_metrics import PlannerMetrics
 
 _CHUNK_WORDS = 8
@@ -154,13 +154,28 @@ class MetaModel:
             body = {**body, "cutover": {**body["cutover"], "trace": result["trace"]}}
         return body
 
+    def _refuse_what_it_cannot_do(self, payload: dict[str, Any]) -> None:
+        """Tools a client offers are not silently dropped: until plans can call them, a request offering
+        any is the client's 400 (an upstream's own 4xx: passed through, not retried, no harm to health)."""
+        choice = payload.get("tool_choice")
+        param = "tools" if payload.get("tools") else "tool_choice" if choice not in (None, "none") else None
+        if param is None:
+            return
+        message = (f"The meta-model '{self.name}' does not call tools: send the request without '{param}', "
+                   "or to a model that calls them.")
+        body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": param,
+                                       "code": "unsupported_parameter"}})
+        raise UpstreamStatusError(400, body)
+
     async def send(self, request: UpstreamRequest) -> UpstreamReply:
+        self._refuse_what_it_cannot_do(request.payload)
         result = await self._result(request)
         body = self._with_trace(result, request.payload)
         raw = orjson.dumps(body)
         return UpstreamReply(200, raw, "application/json", data=body, known_cost=Decimal(result["cost"]))
 
     async def open_stream(self, request: UpstreamRequest) -> MetaStream:
+        self._refuse_what_it_cannot_do(request.payload)
         return MetaStream(self, request)
 
 

@@ -269,3 +269,20 @@ def test_the_meta_model_answers_the_responses_api_too(make_rig: RigFactory) -> N
     # The earlier turn went to the planner with the new one: the meta-model continues a conversation too.
     planner_prompt = json.dumps(rig.requests(PLANNER_M)[-1].body["messages"])
     assert LONG_ANSWER in planner_prompt
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tools_offered_to_the_meta_model_are_refused_not_dropped(make_rig: RigFactory, stream: bool) -> None:
+    rig = make_rig(plan=plan_text(DIAMOND))
+    tools: Any = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        rig.client.chat.completions.create(model=META, messages=[{"role": "user", "content": GOAL}], tools=tools,
+                                           stream=stream)
+    assert caught.value.body["param"] == "tools"  # type: ignore[index]
+    assert caught.value.body["code"] == "unsupported_parameter"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as caught:
+        rig.client.responses.create(model=META, input=GOAL, tool_choice="required")
+    assert caught.value.body["param"] == "tool_choice"  # type: ignore[index]
+    assert rig.all_requests() == []  # no planner call was made
+    # A refused request is the client's: the meta-model still serves the next one.
+    assert rig.ask(trace=False).content == JOINER_ANSWER

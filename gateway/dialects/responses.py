@@ -18,7 +18,7 @@ import orjson
 from gateway.dialects.base import ClientRequest, Turn
 from gateway.dialects.openai import CanonicalDialect
 from gateway.dialects.responses_in import input_messages, parse_responses_request, translate
-from gateway.dialects.responses_out import new_id, response_object
+from gateway.dialects.responses_out import made_by_the_gateway, new_id, response_object
 from gateway.dialects.responses_stream import NativeResponseEvents, ResponseEvents
 from providers.base import UpstreamReply
 from routing.wire import NativeForm
@@ -38,10 +38,9 @@ def input_items(value: Any) -> list[dict[str, Any]]:
 
 
 def _replayable(item: dict[str, Any]) -> dict[str, Any]:
-    """An item as an upstream may be sent it again: ids the gateway gave the client's own items go (an
-    upstream would take them for references to items it stored); ids an upstream gave its output stay."""
-    kind = item.get("type")
-    if kind == "function_call_output" or (kind == "message" and item.get("role") != "assistant"):
+    """An item as an upstream may be sent it again: ids the gateway made up go (an upstream would take them
+    for references to items it stored); ids the client or an upstream gave stay."""
+    if made_by_the_gateway(item.get("id")):
         return {k: v for k, v in item.items() if k != "id"}
     return item
 

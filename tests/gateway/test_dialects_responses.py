@@ -10,7 +10,7 @@ import pytest
 
 from gateway.dialects.responses import request_of
 from gateway.dialects.responses_in import parse_responses_request, translate
-from gateway.dialects.responses_out import response_object, response_usage
+from gateway.dialects.responses_out import made_by_the_gateway, new_id, response_object, response_usage
 from gateway.dialects.responses_stream import NativeResponseEvents, ResponseEvents
 from gateway.errors import InvalidRequest
 from providers.sse_parser import SSEParser
@@ -293,3 +293,16 @@ async def test_a_streamed_refusal_is_a_refusal_part() -> None:
         "response.output_item.done", "response.completed"]
     assert events[3]["part"] == {"type": "refusal", "refusal": ""}
     assert events[-1]["response"]["output"][0]["content"] == [{"type": "refusal", "refusal": "I can't help with that."}]
+
+
+def test_a_replay_leaves_out_only_the_ids_the_gateway_made_up() -> None:
+    ours, theirs = new_id("fc"), "fc_67b73f697ba4819183a15cc17d011509"
+    assert made_by_the_gateway(ours) and not made_by_the_gateway(theirs) and not made_by_the_gateway(None)
+    history = [{"type": "function_call", "id": ours, "call_id": "call_1", "name": "f", "arguments": "{}"},
+               {"type": "function_call", "id": theirs, "call_id": "call_2", "name": "f", "arguments": "{}"},
+               {"type": "function_call_output", "id": "client-given", "call_id": "call_1", "output": "x"}]
+    request = request_of({"model": "m", "input": "next", "previous_response_id": "resp_1"}, 10, history)
+    assert request.native is not None
+    replay = request.native.body("m")["input"]
+    assert [i.get("id") for i in replay[:3]] == [None, theirs, "client-given"]
+    assert "id" not in replay[3]  # the gateway's own id for this turn's input message

@@ -131,10 +131,11 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
+                self._cancel_timer()  # the connection is another protocol's now
                 self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
-            return
+                return
+            # Served as an ordinary request (h2c and the like), so its deadlines are followed like any other's.
+            self._unsupported_upgrade_warning()
         if self._in_message:
             cycle = self.cycle
             if cycle is self._begun_after:
@@ -149,6 +150,9 @@ class GuardedProtocol(HttpToolsProtocol):
             else:
                 self._phase = "complete"
                 self._in_message = False
+        elif self._timer is None and (self.cycle is None or self.cycle.response_complete):
+            # Bytes that start no request (blank lines) cancelled uvicorn's keep-alive timer: bound the wait again.
+            self._phase = "opened"
         if self._phase != self._timed_phase and (self._timer is not None or self._phase != "complete"):
             self._rearm()
 
@@ -205,7 +209,15 @@ class GuardedProtocol(HttpToolsProtocol):
     def _body_late(self) -> None:
         self._timer = None
         cycle = self.cycle
-        if cycle is None or cycle.response_started or self.transport.is_closing():
+        if cycle is None or self.transport.is_closing():
+            return
+        if cycle.response_started:
+            # Answered without its body (a 401 or 413 before reading it): the rest will never be read, so the
+            # connection ends with that answer rather than waiting for bytes nobody wants.
+            if cycle.response_complete:
+                self.transport.close()
+            else:
+                cycle.keep_alive = False
             return
         # The endpoint answers in its own dialect: tell it, wake its read, and close after its answer.
         cycle.scope[BODY_TIMED_OUT] = True  # type: ignore[literal-required]

@@ -48,14 +48,17 @@ class Conversations:
         self._retention_s = retention_s
         self._max_bytes = max_bytes
 
-    async def _record(self, response_id: str, param: str | None = None) -> dict[str, Any]:
+    async def _raw(self, response_id: str, param: str | None = None) -> bytes:
         try:
             raw = await self._store.get_response(response_id)
         except StoreUnavailable:
             raise _unavailable() from None
         if raw is None:
             raise _not_found(response_id, param)
-        record: dict[str, Any] = orjson.loads(raw)
+        return raw
+
+    async def _record(self, response_id: str, param: str | None = None) -> dict[str, Any]:
+        record: dict[str, Any] = orjson.loads(await self._raw(response_id, param))
         return record
 
     async def resume(self, request: ClientRequest) -> ClientRequest:
@@ -64,8 +67,9 @@ class Conversations:
         previous = turn.data.get("previous_response_id") if turn is not None else None
         if turn is None or not isinstance(previous, str):
             return request
-        record = await self._record(previous, "previous_response_id")
-        return request_of(turn.data, request.body_size, record["items"])
+        raw = await self._raw(previous, "previous_response_id")
+        # The replayed conversation counts toward the size that decides whether its tokens must be counted.
+        return request_of(turn.data, request.body_size + len(raw), orjson.loads(raw)["items"])
 
     async def remember(self, turn: Turn, response: Mapping[str, Any]) -> None:
         if not turn.store:

@@ -175,6 +175,8 @@ class OpenAICompatProvider:
         if required is not None and not (isinstance(found, list) and (found or required == "output")):
             # The SDK would crash on it, and a target answering so is not healthy: retry, fail over, count it.
             raise UpstreamProtocolError(f"provider '{self.name}' answered without '{required}'")
+        if required == "output" and data.get("status") == "failed":
+            raise UpstreamProtocolError(f"provider '{self.name}' answered with a failed response")
         content_type = resp.headers.get("content-type", "application/json")
         return UpstreamReply(status=resp.status, body=body, content_type=content_type, data=data)
 
@@ -305,7 +307,9 @@ class SSEStream:
             self._resp.close()
 
 
-_TYPED_ENDS = (b"response.completed", b"response.incomplete", b"response.failed")
+# response.failed is not among them: the stream then ends without a clean end and is recorded as broken, so a
+# failing upstream counts as one (the client still gets the upstream's own response.failed first).
+_TYPED_ENDS = (b"response.completed", b"response.incomplete")
 
 
 def _end_of(batch: list[bytes], typed: bool) -> int | None:

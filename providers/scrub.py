@@ -19,20 +19,27 @@ _FIELDS = ("message", "type", "param", "code")
 _MAX_FIELD = 2000
 
 _URL = re.compile(r"\b[a-z][a-z0-9+.\-]*://[^\s\"'<>`]+", re.IGNORECASE)
-_BEARER = re.compile(r"\b(bearer|basic)\s+\S+", re.IGNORECASE)
+_BEARER = re.compile(r"\b(bearer)\s+\S+", re.IGNORECASE)
+_BASIC = re.compile(r"\b(basic)\s+([A-Za-z0-9+/]{8,}={0,2})", re.IGNORECASE)
 # Prefixed keys, masked or whole: sk-..., sk-proj-****abcd, AIza..., key_..., and long opaque tokens
 # (32+ characters mixing letters and digits, as Azure's and most vendors' keys are).
 _KEY = re.compile(
-    r"\b(?:(?:sk|pk|rk|ak)[-_][A-Za-z0-9_\-*.]{3,}[A-Za-z0-9_\-*]|AIza[0-9A-Za-z_\-]{10,}"
+    # A prefixed key has a digit or a mask in it: "sk-learn" is a library, not a key.
+    r"\b(?:(?:sk|pk|rk|ak)[-_](?=[A-Za-z0-9_\-*.]*[0-9*])[A-Za-z0-9_\-*.]{3,}[A-Za-z0-9_\-*]|AIza[0-9A-Za-z_\-]{10,}"
     r"|(?=[A-Za-z0-9_\-]*[0-9])(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{32,})",
 )
-_IP = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?\b|\[[0-9a-fA-F:]{2,}\](?::\d{1,5})?")
+_IP = re.compile(
+    r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?\b|\[[0-9a-fA-F:]{2,}\](?::\d{1,5})?"
+    # IPv6 without brackets: five or more groups, or a "::" (so "12:30:45" is still a time).
+    r"|\b(?:[0-9a-fA-F]{1,4}:){4,7}[0-9a-fA-F]{1,4}\b"
+    r"|\b[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4})*::(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4})*)?\b"
+)
 _HOST_PORT = re.compile(r"\b(?:localhost|[a-z0-9\-]+(?:\.[a-z0-9\-]+)+):\d{2,5}\b", re.IGNORECASE)
 # Field paths ("messages.0.content", "tools.function.name") must survive, so only names under a common
 # top-level domain count as hosts.
 _HOST = re.compile(
     r"\b(?:[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?\.)+(?:com|net|org|io|ai|dev|app|cloud|co|internal|local|lan|corp"
-    r"|svc|cluster|us|eu|uk|de|fr|cn|jp|in|xyz|info|biz|sh|me|tech|run)\b",
+    r"|svc|cluster|xyz|info|biz|tech)\b",
     re.IGNORECASE,
 )
 
@@ -44,10 +51,18 @@ def scrub_text(text: str, secrets: Iterable[str] = ()) -> str:
             text = re.sub(re.escape(secret), "[redacted]", text, flags=re.IGNORECASE)
     text = _URL.sub("[url]", text)
     text = _BEARER.sub(r"\1 [redacted]", text)
+    text = _BASIC.sub(_basic, text)
     text = _KEY.sub("[redacted]", text)
     text = _IP.sub("[host]", text)
     text = _HOST_PORT.sub("[host]", text)
     return _HOST.sub("[host]", text)
+
+
+def _basic(match: re.Match[str]) -> str:
+    """"Basic <credentials>", but not "basic markdown": base64 mixes cases or has digits or +/=."""
+    token = match.group(2)
+    looks_encoded = bool(re.search(r"[0-9+/=]", token)) or (token != token.lower() and token != token.upper())
+    return f"{match.group(1)} [redacted]" if looks_encoded else match.group(0)
 
 
 def scrubbed_error(body: bytes, secrets: Iterable[str] = ()) -> bytes:

@@ -27,6 +27,8 @@ def _prompts(body: Any) -> list[str]:
     prompt = body.get("prompt", "")
     if isinstance(prompt, str):
         return [prompt]
+    if isinstance(prompt, list) and len(prompt) > 2048:
+        raise BadRequest("'prompt' may hold at most 2048 prompts.", "prompt")
     if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
         return prompt
     if isinstance(prompt, list) and prompt:

@@ -10,21 +10,27 @@ from typing import Any
 import orjson
 
 _MAX_DEPTH = 32
+# Values built in all: a recursive schema ({"a": {"$ref": "#"}, "b": ...}) would otherwise grow exponentially
+# within the depth bound, and in-process the simulator shares the gateway's event loop.
+_MAX_NODES = 10_000
 
 
-def instance_of(schema: Any, root: Mapping[str, Any] | None = None, depth: int = 0) -> Any:
-    if not isinstance(schema, Mapping) or depth > _MAX_DEPTH:
+def instance_of(schema: Any, root: Mapping[str, Any] | None = None, depth: int = 0,
+                budget: list[int] | None = None) -> Any:
+    budget = budget if budget is not None else [_MAX_NODES]
+    budget[0] -= 1
+    if not isinstance(schema, Mapping) or depth > _MAX_DEPTH or budget[0] < 0:
         return None
     root = root if root is not None else schema
     if isinstance(schema.get("$ref"), str):
-        return instance_of(_resolve(schema["$ref"], root), root, depth + 1)
+        return instance_of(_resolve(schema["$ref"], root), root, depth + 1, budget)
     if "const" in schema:
         return schema["const"]
     if isinstance(schema.get("enum"), list) and schema["enum"]:
         return schema["enum"][0]
     for combined in ("anyOf", "oneOf", "allOf"):
         if isinstance(schema.get(combined), list) and schema[combined]:
-            return instance_of(schema[combined][0], root, depth + 1)
+            return instance_of(schema[combined][0], root, depth + 1, budget)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
@@ -32,10 +38,10 @@ def instance_of(schema: Any, root: Mapping[str, Any] | None = None, depth: int =
         properties = schema.get("properties")
         if not isinstance(properties, Mapping):
             return {}
-        return {name: instance_of(sub, root, depth + 1) for name, sub in properties.items()}
+        return {name: instance_of(sub, root, depth + 1, budget) for name, sub in properties.items()}
     if kind == "array":
         count = schema.get("minItems", 0) if isinstance(schema.get("minItems"), int) else 0
-        return [instance_of(schema.get("items"), root, depth + 1) for _ in range(min(count, 8))]
+        return [instance_of(schema.get("items"), root, depth + 1, budget) for _ in range(min(count, 8))]
     if kind == "string":
         return "simulated"
     if kind in ("integer", "number"):

@@ -23,8 +23,11 @@ def requested_call(body: Mapping[str, Any]) -> tuple[str, str] | None:
     messages = body.get("messages") or ()
     if messages and isinstance(messages[-1], Mapping) and messages[-1].get("role") == "tool":
         return None
-    functions = [t.get("function") or {} for t in tools]
-    named = choice.get("function", {}).get("name") if isinstance(choice, Mapping) else None
+    functions = [f for t in tools if isinstance(f := t.get("function"), Mapping)]
+    if not functions:
+        return None
+    chosen = choice.get("function") if isinstance(choice, Mapping) else None
+    named = chosen.get("name") if isinstance(chosen, Mapping) else None
     function = next((f for f in functions if f.get("name") == named), functions[0])
     return str(function.get("name", "")), orjson.dumps(instance_of(function.get("parameters")) or {}).decode()
 

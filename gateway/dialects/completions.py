@@ -17,6 +17,7 @@ import orjson
 from gateway.dialects.base import ClientRequest
 from gateway.dialects.chat import ChatFrames, wants_stream_usage
 from gateway.dialects.openai import CanonicalDialect, optional_int, optional_number, parse_json_object, require_model
+from gateway.dialects.responses_stream import broken_off
 from gateway.errors import InvalidRequest
 from providers.base import UpstreamReply
 from routing.wire import NativeForm, with_model
@@ -107,6 +108,7 @@ class TranslatedFrames(ChatFrames):
 
     def event(self, data: bytes, usage_chunk: Mapping[str, Any] | None) -> bytes | None:
         chunk = usage_chunk if usage_chunk is not None else orjson.loads(data)
+        broken_off(chunk)
         choices = []
         for i, c in enumerate(chunk.get("choices") or ()):
             text = (c.get("delta") or {}).get("content")

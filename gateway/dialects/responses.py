@@ -18,7 +18,7 @@ import orjson
 from gateway.dialects.base import ClientRequest, Turn
 from gateway.dialects.openai import CanonicalDialect
 from gateway.dialects.responses_in import input_messages, parse_responses_request, translate
-from gateway.dialects.responses_out import made_by_the_gateway, new_id, response_object
+from gateway.dialects.responses_out import new_id, response_object
 from gateway.dialects.responses_stream import NativeResponseEvents, ResponseEvents
 from providers.base import UpstreamReply
 from routing.wire import NativeForm
@@ -37,12 +37,11 @@ def input_items(value: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _replayable(item: dict[str, Any]) -> dict[str, Any]:
-    """An item as an upstream may be sent it again: ids the gateway made up go (an upstream would take them
-    for references to items it stored); ids the client or an upstream gave stay."""
-    if made_by_the_gateway(item.get("id")):
-        return {k: v for k, v in item.items() if k != "id"}
-    return item
+def _replayable(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A conversation as any upstream may be sent it again: without item ids, which an upstream would take
+    for references to items it stored (the next turn may go to another arm or account, which stored none),
+    and without reasoning items, which mean nothing without their ids."""
+    return [{k: v for k, v in item.items() if k != "id"} for item in items if item.get("type") != "reasoning"]
 
 
 def request_of(data: Mapping[str, Any], body_size: int, history: Sequence[dict[str, Any]] = ()) -> ClientRequest:
@@ -58,7 +57,7 @@ def request_of(data: Mapping[str, Any], body_size: int, history: Sequence[dict[s
         # The upstream knows nothing of the gateway's ids: it gets the whole conversation instead.
         body = {k: v for k, v in data.items() if k != "previous_response_id"}
         body["model"] = model
-        body["input"] = [_replayable(item) for item in (*history, *turn.items)] if history else data.get("input", [])
+        body["input"] = _replayable([*history, *turn.items]) if history else data.get("input", [])
         return body
 
     return ClientRequest(

@@ -25,7 +25,8 @@ from gateway.dialects.openai import optional_int, optional_number, parse_json_ob
 from gateway.errors import InvalidRequest
 
 _ROLES = frozenset({"user", "assistant", "system", "developer"})
-_PASSED = ("temperature", "top_p", "parallel_tool_calls", "user", "metadata", "service_tier", "safety_identifier",
+# Not `metadata`: OpenAI's chat endpoint refuses it unless the chat is stored; the response echoes it anyway.
+_PASSED = ("temperature", "top_p", "parallel_tool_calls", "user", "service_tier", "safety_identifier",
            "prompt_cache_key", "seed")
 # Request fields whose meaning lives in the Responses service itself.
 _NATIVE_ONLY_FIELDS = ("background", "conversation", "prompt", "include", "max_tool_calls", "context_management")
@@ -93,7 +94,7 @@ def input_messages(items: Any, native_only: list[str]) -> list[dict[str, Any]]:
         kind = item.get("type", "message")
         if kind == "message":
             role = item.get("role")
-            if role not in _ROLES:
+            if not isinstance(role, str) or role not in _ROLES:
                 raise _invalid(f"Invalid value for '{where}.role': expected one of {', '.join(sorted(_ROLES))}.",
                                f"{where}.role")
             messages.append({"role": role, "content": _content(item.get("content"), f"{where}.content",
@@ -105,8 +106,9 @@ def input_messages(items: Any, native_only: list[str]) -> list[dict[str, Any]]:
             call = {"id": item["call_id"], "type": "function",
                     "function": {"name": item["name"], "arguments": item["arguments"]}}
             last = messages[-1] if messages else None
-            # Calls made in one turn go back as one assistant message, so each result finds its call.
-            if last is not None and last["role"] == "assistant" and (last.get("tool_calls") or not last["content"]):
+            # Calls made in one turn go back as one assistant message (with the text that came before them),
+            # so each result finds its call and no chat template meets two assistant messages in a row.
+            if last is not None and last["role"] == "assistant":
                 last.setdefault("tool_calls", []).append(call)
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
@@ -167,6 +169,8 @@ def translate(data: dict[str, Any], history: Sequence[dict[str, Any]] = ()) -> t
     """The chat payload for a Responses request (after the earlier turns' `history` messages), and the
     params only a native upstream honours."""
     native_only: list[str] = [f for f in _NATIVE_ONLY_FIELDS if data.get(f)]
+    if data.get("truncation") == "auto":
+        native_only.append("truncation")  # the service's own trimming; the gateway's is on_context_overflow
     messages: list[dict[str, Any]] = []
     if isinstance(data.get("instructions"), str) and data["instructions"]:
         messages.append({"role": "system", "content": data["instructions"]})
@@ -186,6 +190,10 @@ def translate(data: dict[str, Any], history: Sequence[dict[str, Any]] = ()) -> t
         chat["response_format"] = fmt
     if data.get("max_output_tokens") is not None:
         chat["max_completion_tokens"] = data["max_output_tokens"]
+    if isinstance(data.get("top_logprobs"), int) and data["top_logprobs"] > 0:
+        chat["logprobs"], chat["top_logprobs"] = True, data["top_logprobs"]
+    if isinstance(text, dict) and text.get("verbosity") is not None:
+        chat["verbosity"] = text["verbosity"]
     reasoning = data.get("reasoning")
     if isinstance(reasoning, dict) and reasoning.get("effort"):
         chat["reasoning_effort"] = reasoning["effort"]
@@ -209,6 +217,20 @@ def parse_responses_request(body: bytes) -> dict[str, Any]:
         raise _invalid("Invalid type for 'metadata': expected an object.", "metadata", "invalid_type")
     if data.get("text") is not None and not isinstance(data["text"], dict):
         raise _invalid("Invalid type for 'text': expected an object.", "text", "invalid_type")
+    fmt = data["text"].get("format") if isinstance(data.get("text"), dict) else None
+    if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") in ("text", "json_object", "json_schema")):
+        raise _invalid("Invalid 'text.format': expected an object of type text, json_object or json_schema.",
+                       "text.format")
+    if data.get("reasoning") is not None and not isinstance(data["reasoning"], dict):
+        raise _invalid("Invalid type for 'reasoning': expected an object.", "reasoning", "invalid_type")
+    value = data.get("input")
+    if value is not None and not isinstance(value, str) and not (
+            isinstance(value, list) and all(isinstance(item, dict) for item in value)):
+        raise _invalid("Invalid 'input': expected a string or an array of item objects.", "input", "invalid_type")
+    choice = data.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools" and not isinstance(
+            choice.get("tools"), list):
+        raise _invalid("Invalid 'tool_choice.tools': expected an array.", "tool_choice.tools", "invalid_type")
     optional_int(data, "max_output_tokens", 1)
     for field in ("temperature", "top_p"):
         optional_number(data, field)

@@ -19,18 +19,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-# Marks the ids the gateway makes up ("msg_cg..."): upstream ids are hex after the prefix, so "cg" never
-# starts one, and a replay to an upstream leaves ours out (it would take them for its own stored items).
-GATEWAY_ID = "cg"
-
 
 def new_id(prefix: str) -> str:
     # Identifiers, not secrets (see gateway.http.new_request_id).
-    return f"{prefix}_{GATEWAY_ID}{random.getrandbits(128):032x}"
-
-
-def made_by_the_gateway(item_id: object) -> bool:
-    return isinstance(item_id, str) and item_id.partition("_")[2].startswith(GATEWAY_ID)
+    return f"{prefix}_{random.getrandbits(128):032x}"
 
 
 def response_usage(usage: Mapping[str, Any] | None) -> dict[str, Any] | None:

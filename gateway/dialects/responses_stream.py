@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from gateway.dialects.responses_out import call_item, message_item, new_id, response_usage, shell, status_of
+from providers.errors import UpstreamStreamBroken
 
 
 @dataclass
@@ -36,6 +37,13 @@ class _Call:
 
 
 OnEnd = Callable[[Mapping[str, Any]], Awaitable[None]]
+
+
+def broken_off(chunk: Any) -> None:
+    """An upstream's error chunk mid-stream (OpenAI, LiteLLM and vLLM send `{"error": {...}}`) ends the stream
+    as broken: a translation has no event for it and must not go on to a clean-looking end."""
+    if isinstance(chunk, dict) and isinstance(chunk.get("error"), dict) and not chunk.get("choices"):
+        raise UpstreamStreamBroken("the upstream sent an error mid-stream")
 
 
 class ResponseEvents:
@@ -82,6 +90,7 @@ class ResponseEvents:
 
     def event(self, data: bytes, usage_chunk: Mapping[str, Any] | None) -> bytes | None:
         chunk = usage_chunk if usage_chunk is not None else orjson.loads(data)
+        broken_off(chunk)
         out: list[bytes] = []
         if not self._started:
             self._started = True

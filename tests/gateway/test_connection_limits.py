@@ -211,10 +211,11 @@ async def _unaware_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @contextlib.contextmanager
-def unaware_server() -> Iterator[int]:
+def unaware_server(app: Any = None, header_timeout_s: float = 5) -> Iterator[int]:
     port = free_port()
-    limits = ConnectionLimits(header_timeout_s=5, body_timeout_s=0.3, max_header_bytes=4096, max_connections=10)
-    config = uvicorn.Config(_unaware_app, host="127.0.0.1", port=port, lifespan="off", log_level="warning",
+    limits = ConnectionLimits(header_timeout_s=header_timeout_s, body_timeout_s=0.3, max_header_bytes=4096,
+                              max_connections=10)
+    config = uvicorn.Config(app or _unaware_app, host="127.0.0.1", port=port, lifespan="off", log_level="error",
                             http=protocol_factory(limits))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
@@ -232,3 +233,36 @@ def test_an_endpoint_that_ignores_the_deadline_is_answered_for() -> None:
         sock.sendall(b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc")
         raw = read_all(sock)
     assert_error(raw, 408, "request_timeout")
+
+
+def test_an_answer_given_before_the_body_ends_the_connection_when_the_body_stalls(gw: BackgroundGateway) -> None:
+    # No key: 401 at once, before the body is read; the client then sends a byte of it and goes silent.
+    with connect(gw.port) as sock:
+        head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: {len(body()) + 50}\r\n\r\n"
+                ).encode()
+        sock.sendall(head + body()[:1])
+        raw = read_all(sock)  # returns once the gateway closes the connection
+    assert raw.startswith(b"HTTP/1.1 401")
+
+
+def test_blank_lines_after_a_request_do_not_hold_the_connection(gw: BackgroundGateway) -> None:
+    with connect(gw.port) as sock:
+        sock.sendall(request_head(gw.port, length=len(body())) + body())
+        assert read_response(sock).startswith(b"HTTP/1.1 200")
+        sock.sendall(b"\r\n")
+        assert read_all(sock) == b""
+
+
+async def _slow_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await asyncio.sleep(1.0)  # an answer that takes longer than the head deadline
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_an_upgrade_header_is_served_like_any_request() -> None:
+    # An h2c upgrade attempt is answered in HTTP/1.1, however long the answer takes.
+    with unaware_server(_slow_app, header_timeout_s=0.3) as port, connect(port) as sock:
+        sock.sendall(b"GET /x HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\n\r\n")
+        assert read_response(sock).startswith(b"HTTP/1.1 200")

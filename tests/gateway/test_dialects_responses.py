@@ -8,11 +8,13 @@ from typing import Any
 import orjson
 import pytest
 
+from gateway.dialects.completions import TranslatedFrames
 from gateway.dialects.responses import request_of
 from gateway.dialects.responses_in import parse_responses_request, translate
-from gateway.dialects.responses_out import made_by_the_gateway, new_id, response_object, response_usage
+from gateway.dialects.responses_out import response_object, response_usage
 from gateway.dialects.responses_stream import NativeResponseEvents, ResponseEvents
 from gateway.errors import InvalidRequest
+from providers.errors import UpstreamStreamBroken
 from providers.sse_parser import SSEParser
 
 WEATHER = {"type": "function", "name": "weather", "description": "Weather in a city",
@@ -24,8 +26,7 @@ def test_a_string_input_with_instructions() -> None:
                                    "max_output_tokens": 50, "reasoning": {"effort": "low"}, "metadata": {"a": "b"}})
     assert chat == {"model": "m", "messages": [{"role": "system", "content": "Be brief"},
                                                {"role": "user", "content": "Hi"}],
-                    "temperature": 0.3, "metadata": {"a": "b"}, "max_completion_tokens": 50,
-                    "reasoning_effort": "low"}
+                    "temperature": 0.3, "max_completion_tokens": 50, "reasoning_effort": "low"}
     assert native_only == []
 
 
@@ -74,6 +75,11 @@ def test_what_only_the_responses_service_can_do_is_named() -> None:
     ({"input": [{"type": "function_call", "name": "f", "arguments": "{}"}]}, "input[0].call_id"),
     ({"input": "x", "tools": [{"type": "function"}]}, "tools[0].name"),
     ({"input": "x", "max_output_tokens": "9"}, "max_output_tokens"), ({"input": "x", "store": "yes"}, "store"),
+    # Shapes that once reached the translation and raised there (a 500).
+    ({"input": {"role": "user", "content": "x"}}, "input"), ({"input": 5}, "input"), ({"input": ["hi"]}, "input"),
+    ({"input": [{"role": ["user"], "content": "x"}]}, "input[0].role"),
+    ({"input": "x", "tool_choice": {"type": "allowed_tools", "tools": 5}}, "tool_choice.tools"),
+    ({"input": "x", "text": {"format": "json"}}, "text.format"), ({"input": "x", "reasoning": "high"}, "reasoning"),
 ])
 def test_bad_requests_name_the_field(fields: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
@@ -295,14 +301,40 @@ async def test_a_streamed_refusal_is_a_refusal_part() -> None:
     assert events[-1]["response"]["output"][0]["content"] == [{"type": "refusal", "refusal": "I can't help with that."}]
 
 
-def test_a_replay_leaves_out_only_the_ids_the_gateway_made_up() -> None:
-    ours, theirs = new_id("fc"), "fc_67b73f697ba4819183a15cc17d011509"
-    assert made_by_the_gateway(ours) and not made_by_the_gateway(theirs) and not made_by_the_gateway(None)
-    history = [{"type": "function_call", "id": ours, "call_id": "call_1", "name": "f", "arguments": "{}"},
-               {"type": "function_call", "id": theirs, "call_id": "call_2", "name": "f", "arguments": "{}"},
+def test_a_replay_carries_no_item_ids_and_no_reasoning() -> None:
+    history = [{"type": "reasoning", "id": "rs_1", "summary": []},
+               {"type": "function_call", "id": "fc_67b73f697ba4819183a15cc17d011509", "call_id": "call_1", "name": "f",
+                "arguments": "{}"},
                {"type": "function_call_output", "id": "client-given", "call_id": "call_1", "output": "x"}]
     request = request_of({"model": "m", "input": "next", "previous_response_id": "resp_1"}, 10, history)
     assert request.native is not None
     replay = request.native.body("m")["input"]
-    assert [i.get("id") for i in replay[:3]] == [None, theirs, "client-given"]
-    assert "id" not in replay[3]  # the gateway's own id for this turn's input message
+    # The next turn may go to another arm or account, which stored none of these items.
+    assert [i["type"] for i in replay] == ["function_call", "function_call_output", "message"]
+    assert all("id" not in i for i in replay)
+
+
+def test_an_error_chunk_mid_stream_breaks_the_translation() -> None:
+    error = orjson.dumps({"error": {"message": "overloaded", "type": "server_error", "code": None}})
+    frames = ResponseEvents({"model": "m"}, "resp_e", 1)
+    assert frames.event(chunk({"content": "Hel"}), None)
+    with pytest.raises(UpstreamStreamBroken):
+        frames.event(error, None)
+    legacy = TranslatedFrames(False)
+    assert legacy.event(chunk({"content": "Hel"}), None)
+    with pytest.raises(UpstreamStreamBroken):
+        legacy.event(error, None)
+
+
+def test_text_before_calls_stays_in_one_assistant_message_and_more_fields_map() -> None:
+    items = [{"role": "user", "content": "Weather?"},
+             {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Checking."}]},
+             {"type": "function_call", "call_id": "c1", "name": "w", "arguments": "{}"}]
+    chat, native_only = translate({"model": "m", "input": items, "top_logprobs": 3, "metadata": {"a": "b"},
+                                   "text": {"verbosity": "low"}, "truncation": "auto"})
+    assert chat["messages"][1] == {"role": "assistant", "content": "Checking.", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]}
+    assert (chat["logprobs"], chat["top_logprobs"], chat["verbosity"]) == (True, 3, "low")
+    # OpenAI's chat endpoint refuses metadata unless the chat is stored; the response echoes it instead.
+    assert "metadata" not in chat
+    assert native_only == ["truncation"]

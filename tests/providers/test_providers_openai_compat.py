@@ -62,6 +62,7 @@ async def upstream() -> AsyncIterator[Upstream]:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", fake.dispatch)
     app.router.add_post("/v1/embeddings", fake.dispatch)
+    app.router.add_post("/v1/responses", fake.dispatch)
     fake.server = TestServer(app, host="127.0.0.1", port=0)
     await fake.server.start_server()
     try:
@@ -539,3 +540,36 @@ def test_unexpected_exception_maps_to_protocol_error() -> None:
     mapped = client._map_exception(ValueError("odd"))
     assert isinstance(mapped, UpstreamProtocolError)
     assert "ValueError" in str(mapped)
+
+
+def _typed(kind: str, **payload: Any) -> bytes:
+    return b"data: " + orjson.dumps({"type": kind, **payload}) + b"\n\n"
+
+
+async def test_a_responses_stream_ends_at_its_final_event_and_a_failed_one_is_broken(
+    upstream: Upstream, provider: OpenAICompatProvider
+) -> None:
+    request = UpstreamRequest(path="/responses", payload={"model": "m", "stream": True}, stream=True,
+                              request_id="req-5")
+    upstream.handler = sse([_typed("response.created"), _typed("response.completed", response={"output": []}),
+                            _typed("response.after")])
+    assert [orjson.loads(e)["type"] for e in await collect(await provider.open_stream(request))] == [
+        "response.created", "response.completed"]
+    upstream.handler = sse([_typed("response.created"), _typed("response.failed", response={"status": "failed"})])
+    stream = await provider.open_stream(request)
+    seen: list[bytes] = []
+    with pytest.raises(UpstreamStreamBroken):
+        async for event in stream.events():
+            seen.append(event)
+    await stream.aclose()
+    assert [orjson.loads(e)["type"] for e in seen] == ["response.created", "response.failed"]
+
+
+async def test_a_failed_responses_answer_is_an_upstream_failure(
+    upstream: Upstream, provider: OpenAICompatProvider
+) -> None:
+    upstream.handler = reply_json({"object": "response", "status": "failed", "output": [],
+                                   "error": {"code": "server_error", "message": "boom"}})
+    with pytest.raises(UpstreamProtocolError):
+        await provider.send(UpstreamRequest(path="/responses", payload={"model": "m"}, stream=False,
+                                            request_id="req-6"))

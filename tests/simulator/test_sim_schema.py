@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from simulator.schema import instance_of, structured_reply
+from simulator.tools import requested_call
 
 
 def test_the_smallest_fitting_value() -> None:
@@ -37,3 +38,15 @@ def test_which_requests_ask_for_structure() -> None:
     assert structured_reply({"response_format": {"type": "json_object"}}) == '{"simulated": true}'
     assert structured_reply({"response_format": {"type": "text"}}) is None
     assert structured_reply({}) is None
+
+
+def test_a_branching_recursive_schema_stays_small() -> None:
+    # Three self-references per level once took minutes (exponential within the depth bound).
+    schema = {"type": "object", "properties": {"a": {"$ref": "#"}, "b": {"$ref": "#"}, "c": {"$ref": "#"}}}
+    assert len(json.dumps(instance_of(schema))) < 200_000
+
+
+def test_malformed_tools_get_an_ordinary_reply() -> None:
+    assert requested_call({"tools": [{"type": "function", "function": "x"}]}) is None
+    tools = [{"type": "function", "function": {"name": "a", "parameters": {"type": "object"}}}]
+    assert requested_call({"tools": tools, "tool_choice": {"type": "function", "function": "a"}}) == ("a", "{}")

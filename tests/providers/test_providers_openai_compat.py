@@ -122,6 +122,16 @@ def sse(chunks: list[bytes], *, hang_after: bool = False, release: asyncio.Event
     return handler
 
 
+async def events_until_broken(stream: SSEStream) -> list[bytes]:
+    """The events a stream delivered before it broke (it must break)."""
+    seen: list[bytes] = []
+    with pytest.raises(UpstreamStreamBroken):
+        async for event in stream.events():
+            seen.append(event)
+    await stream.aclose()
+    return seen
+
+
 async def collect(stream: SSEStream) -> list[bytes]:
     events = [event async for event in stream.events()]
     await stream.aclose()
@@ -381,12 +391,7 @@ async def test_stream_events_after_done_are_not_read(upstream: Upstream, provide
 
 async def test_stream_closed_before_done_is_broken(upstream: Upstream, provider: OpenAICompatProvider) -> None:
     upstream.handler = sse([b"data: {\"a\":1}\n\n", b"data: {\"b\":2}\n\n"])
-    stream = await provider.open_stream(STREAM)
-    seen: list[bytes] = []
-    with pytest.raises(UpstreamStreamBroken):
-        async for event in stream.events():
-            seen.append(event)
-    await stream.aclose()
+    seen = await events_until_broken(await provider.open_stream(STREAM))
     assert seen == [b'{"a":1}', b'{"b":2}']
 
 
@@ -394,12 +399,7 @@ async def test_unterminated_last_event_is_delivered_then_broken(
     upstream: Upstream, provider: OpenAICompatProvider
 ) -> None:
     upstream.handler = sse([b'data: {"n": 1}\n\n', b'data: {"n": 2}'])
-    stream = await provider.open_stream(STREAM)
-    seen: list[bytes] = []
-    with pytest.raises(UpstreamStreamBroken):
-        async for event in stream.events():
-            seen.append(event)
-    await stream.aclose()
+    seen = await events_until_broken(await provider.open_stream(STREAM))
     assert seen == [b'{"n": 1}', b'{"n": 2}']
 
 
@@ -410,12 +410,7 @@ async def test_an_undecodable_event_mid_stream_breaks_it(
     # Delivered up to the bad event, then broken: never relayed, never followed by a clean end.
     upstream.handler = sse([b'data: {"n": 1}\n\n', b'data: {"n": 1.5}\n\n' + bad + b'data: {"n": 3}\n\n',
                             b"data: [DONE]\n\n"])
-    stream = await provider.open_stream(STREAM)
-    seen: list[bytes] = []
-    with pytest.raises(UpstreamStreamBroken):
-        async for event in stream.events():
-            seen.append(event)
-    await stream.aclose()
+    seen = await events_until_broken(await provider.open_stream(STREAM))
     assert seen == [b'{"n": 1}', b'{"n": 1.5}']
 
 
@@ -556,12 +551,7 @@ async def test_a_responses_stream_ends_at_its_final_event_and_a_failed_one_is_br
     assert [orjson.loads(e)["type"] for e in await collect(await provider.open_stream(request))] == [
         "response.created", "response.completed"]
     upstream.handler = sse([_typed("response.created"), _typed("response.failed", response={"status": "failed"})])
-    stream = await provider.open_stream(request)
-    seen: list[bytes] = []
-    with pytest.raises(UpstreamStreamBroken):
-        async for event in stream.events():
-            seen.append(event)
-    await stream.aclose()
+    seen = await events_until_broken(await provider.open_stream(request))
     assert [orjson.loads(e)["type"] for e in seen] == ["response.created", "response.failed"]
 
 

@@ -119,6 +119,10 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         self._unset_keepalive_if_required()
         self._read_len = len(data)
+        if self._in_message and self.cycle is self._begun_after:
+            # A head continued from earlier reads: every byte of this one counts toward it. (The read that began
+            # the request may also hold the end of the one before, so it is counted exactly instead.)
+            self._head_reads += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -140,9 +144,8 @@ class GuardedProtocol(HttpToolsProtocol):
             cycle = self.cycle
             if cycle is self._begun_after:
                 self._phase = "headers"
-                self._head_reads += len(data)
-                if self._head_reads > self._limits.max_header_bytes:
-                    # Never finished, so never counted exactly: what arrived already says it is too big.
+                # Never finished, so never counted whole: a lower bound of it already says it is too big.
+                if max(self._head_reads, self._head_so_far()) > self._limits.max_header_bytes:
                     self._refuse(self._head_too_large())
                     return
             elif cycle.more_body:
@@ -164,11 +167,13 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         # A head that came in one read no bigger than the limit cannot exceed it: only count the others.
-        if self._read_len > self._limits.max_header_bytes or self._head_reads:
-            size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
-            if size > self._limits.max_header_bytes:
-                raise self._head_too_large()
+        if (self._read_len > self._limits.max_header_bytes or self._head_reads) and (
+                self._head_so_far() > self._limits.max_header_bytes):
+            raise self._head_too_large()
         super().on_headers_complete()
+
+    def _head_so_far(self) -> int:
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
 
     def _head_too_large(self) -> _Refused:
         return _Refused(431, b"Request Header Fields Too Large", _error(
@@ -184,7 +189,9 @@ class GuardedProtocol(HttpToolsProtocol):
         phase = self._phase
         if phase in ("opened", "headers"):
             self._start_timer(phase, self._limits.header_timeout_s, self._head_late)
-        elif phase == "body":
+        elif phase == "body" and not self.pipeline:
+            # A pipelined request waiting its turn is not read meanwhile (uvicorn pauses reading): its body's
+            # deadline starts once it is the one being served and more of it arrives.
             self._start_timer(phase, self._limits.body_timeout_s, self._body_late)
 
     def _start_timer(self, phase: Phase, delay: float, callback: Callable[[], None]) -> None:
@@ -238,6 +245,13 @@ class GuardedProtocol(HttpToolsProtocol):
     def _refuse(self, refused: _Refused) -> None:
         self._cancel_timer()
         if self.transport.is_closing():
+            return
+        earlier = self.cycle
+        if earlier is not None and earlier.response_started and not earlier.response_complete:
+            # An earlier request's answer is still being sent: the refusal cannot go in the middle of it. That
+            # answer ends the connection instead, and nothing more is read meanwhile.
+            earlier.keep_alive = False
+            self.flow.pause_reading()
             return
         head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n" % (
             refused.status, refused.reason, len(refused.body))

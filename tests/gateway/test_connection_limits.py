@@ -266,3 +266,16 @@ def test_an_upgrade_header_is_served_like_any_request() -> None:
     with unaware_server(_slow_app, header_timeout_s=0.3) as port, connect(port) as sock:
         sock.sendall(b"GET /x HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\n\r\n")
         assert read_response(sock).startswith(b"HTTP/1.1 200")
+
+
+def test_a_pipelined_request_is_not_charged_for_the_one_before_it(gw: BackgroundGateway) -> None:
+    # A's 3.5 KB body and the start of B arrive in one read: only B's own bytes count toward its 4 KB head.
+    padded = json.dumps({"model": "chat", "messages": HELLO, "user": "x" * 3500}).encode()
+    first = request_head(gw.port, length=len(padded)) + padded
+    second = request_head(gw.port, "x-pad: " + "p" * 600 + "\r\n", length=len(body())) + body()
+    with connect(gw.port) as sock:
+        sock.sendall(first + second[:40])
+        assert read_response(sock).startswith(b"HTTP/1.1 200")
+        sock.sendall(second[40:500])  # B's head still unfinished: 3.7 KB + 460 B were once counted as its own
+        sock.sendall(second[500:])
+        assert read_response(sock).startswith(b"HTTP/1.1 200")

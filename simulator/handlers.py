@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import orjson
 from aiohttp import web
@@ -25,6 +25,8 @@ from simulator.wire import (
     text_tokens,
     usage_dict,
 )
+
+T = TypeVar("T")
 
 DEFAULT_MODEL: Final = "sim-model"
 # Above this many values (about 1 ms of work) an embeddings answer is built on a worker thread.
@@ -60,6 +62,19 @@ def reject(request: web.Request, state: SimulatorState, body: Any, exc: BadReque
     return invalid_request(exc.message, exc.param)
 
 
+async def read_checked(
+    request: web.Request, check: Callable[[Any], T]
+) -> tuple[dict[str, Any], T] | web.Response:
+    """The body and what `check` made of it; or, for a malformed request, its recorded 400."""
+    state = request.app[STATE_KEY]
+    body: Any = None
+    try:
+        body = parse_json(await request.read())
+        return body, check(body)
+    except BadRequest as exc:
+        return reject(request, state, body, exc)
+
+
 Answer = Callable[[SimulationSettings, str, int], Awaitable[web.StreamResponse]]
 
 
@@ -85,13 +100,10 @@ async def serve(request: web.Request, body: dict[str, Any], stream: bool, answer
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
-    raw = await request.read()
-    body: Any = None
-    try:
-        body = parse_json(raw)
-        check_chat(body)
-    except BadRequest as exc:
-        return reject(request, state, body, exc)
+    checked = await read_checked(request, check_chat)
+    if isinstance(checked, web.Response):
+        return checked
+    body, _ = checked
     stream = body.get("stream") is True
 
     async def answer(settings: SimulationSettings, outcome: str, seq: int) -> web.StreamResponse:
@@ -255,13 +267,10 @@ def _stream_tail(
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
-    raw = await request.read()
-    body: Any = None
-    try:
-        body = parse_json(raw)
-        inputs = check_embeddings(body)
-    except BadRequest as exc:
-        return reject(request, state, body, exc)
+    checked = await read_checked(request, check_embeddings)
+    if isinstance(checked, web.Response):
+        return checked
+    body, inputs = checked
 
     async def answer(settings: SimulationSettings, outcome: str, seq: int) -> web.StreamResponse:
         await pause(state.first_delay_s(settings))

@@ -13,9 +13,9 @@ from aiohttp import web
 
 from simulator import faults
 from simulator.behaviour import SimulationSettings
-from simulator.handlers import pause, reject, serve, token_budget
+from simulator.handlers import pause, read_checked, serve, token_budget
 from simulator.state import STATE_KEY
-from simulator.validation import BadRequest, parse_json
+from simulator.validation import BadRequest
 from simulator.wire import DONE_FRAME, text_tokens, usage_dict
 
 
@@ -38,12 +38,10 @@ def _prompts(body: Any) -> list[str]:
 
 async def completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
-    body: Any = None
-    try:
-        body = parse_json(await request.read())
-        prompts = _prompts(body)
-    except BadRequest as exc:
-        return reject(request, state, body, exc)
+    checked = await read_checked(request, _prompts)
+    if isinstance(checked, web.Response):
+        return checked
+    body, prompts = checked
     stream = body.get("stream") is True
 
     async def answer(settings: SimulationSettings, outcome: str, seq: int) -> web.StreamResponse:

@@ -14,11 +14,11 @@ from aiohttp import web
 
 from simulator import faults
 from simulator.behaviour import SimulationSettings
-from simulator.handlers import pause, reject, serve, token_budget
+from simulator.handlers import pause, read_checked, serve, token_budget
 from simulator.schema import structured_reply
 from simulator.state import STATE_KEY
 from simulator.tools import requested_call
-from simulator.validation import BadRequest, invalid_request, parse_json
+from simulator.validation import BadRequest, invalid_request
 from simulator.wire import text_tokens
 
 
@@ -112,12 +112,10 @@ def _call_answer(body: dict[str, Any], seq: int, stream: bool, call: tuple[str, 
 
 async def responses(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
-    body: Any = None
-    try:
-        body = parse_json(await request.read())
-        prompt = _input_text(body)
-    except BadRequest as exc:
-        return reject(request, state, body, exc)
+    checked = await read_checked(request, _input_text)
+    if isinstance(checked, web.Response):
+        return checked
+    body, prompt = checked
     if body.get("previous_response_id"):
         return invalid_request(f"Previous response with id '{body['previous_response_id']}' not found.",
                                "previous_response_id")

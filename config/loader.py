@@ -157,6 +157,11 @@ def _check_meta_models(config: GatewayConfig) -> list[str]:
                 problems.append(f"{where}.{field}: unknown model alias '{alias}'")
         if "cheap" not in meta.executors:
             problems.append(f"{where}.executors: a 'cheap' executor alias is required")
+        problems.extend(f"{where}.mcp_servers: unknown MCP server '{server}'" for server in meta.mcp_servers
+                        if server not in config.mcp_servers)
+    for name, server in config.mcp_servers.items():
+        if (server.url is None) == (server.command is None):
+            problems.append(f"mcp_servers.{name}: give exactly one of 'url' (streamable HTTP) or 'command' (stdio)")
     return problems
 
 

@@ -165,7 +165,10 @@ class PlanCaps(Strict):
     max_llm_calls: Annotated[int, Field(ge=2, le=1000)] = 64
     max_total_tokens: Annotated[int, Field(ge=100)] = 200_000
     max_cost_usd: Price = Decimal("1.00")
+    # Per round of gateway work; a run waiting for the client's tool results is not on the clock.
     deadline_s: PosFloat = 120.0
+    # Tool calls of a whole run (the client's and MCP servers'), across its round trips.
+    max_tool_calls: Annotated[int, Field(ge=0, le=1000)] = 16
 
 
 class PlanShape(Strict):
@@ -186,6 +189,32 @@ class PlanCache(Strict):
     enabled: bool = False
     max_entries: Annotated[int, Field(ge=1)] = 1000
     ttl_s: PosFloat = 3600.0
+
+
+class McpServerConfig(Strict):
+    """An MCP server whose tools plan-and-execute runs may call inside the gateway.
+
+    Exactly one of `url` (streamable HTTP) or `command` (a stdio server the gateway starts)."""
+
+    url: str | None = None
+    command: list[str] | None = None
+    env: dict[str, str] = {}
+    # Sent with every HTTP request to the server (an API key, say); never logged.
+    headers: dict[str, SecretStr] = {}
+    # One tool call, from sending it to its result.
+    timeout_s: PosFloat = 30.0
+    # Extra attempts after a failed call, only for tools the server marks read-only or idempotent.
+    retries: Annotated[int, Field(ge=0, le=5)] = 1
+    # Calls in flight to this server at once, across all runs of this process.
+    concurrency: Annotated[int, Field(ge=1, le=256)] = 8
+    connect_timeout_s: PosFloat = 10.0
+
+    @field_validator("command")
+    @classmethod
+    def _command_not_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("command must name a program")
+        return value
 
 
 class MetaModelConfig(Strict):
@@ -209,6 +238,12 @@ class MetaModelConfig(Strict):
     fast_path: FastPath = FastPath()
     cache: PlanCache = PlanCache()
     description: str | None = None
+    # Whether the client's own `tools` may be offered to the planner (else such a request is a 400).
+    client_tools: bool = True
+    # Names from the top-level `mcp_servers` whose tools the planner may use.
+    mcp_servers: list[str] = []
+    # How long a run waiting for the client's tool results is kept in the store.
+    run_retention_s: PosFloat = 3600.0
 
 
 class ResponsesConfig(Strict):
@@ -233,4 +268,5 @@ class GatewayConfig(Strict):
     controller: ControllerConfig = ControllerConfig()
     responses: ResponsesConfig = ResponsesConfig()
     migrations: list[MigrationSpec] = []
+    mcp_servers: dict[str, McpServerConfig] = {}
     meta_models: dict[str, MetaModelConfig] = {}

@@ -50,7 +50,7 @@ class Conversations:
 
     async def _raw(self, response_id: str, param: str | None = None) -> bytes:
         try:
-            raw = await self._store.get_response(response_id)
+            raw = await self._store.get_record("response", response_id)
         except StoreUnavailable:
             raise _unavailable() from None
         if raw is None:
@@ -82,7 +82,8 @@ class Conversations:
                 "response_id": str(response.get("id")), "bytes": len(record), "limit": self._max_bytes}})
             return
         try:
-            await self._store.put_response(str(response.get("id") or turn.response_id), record, self._retention_s)
+            response_id = str(response.get("id") or turn.response_id)
+            await self._store.put_record("response", response_id, record, self._retention_s)
         except StoreUnavailable:
             # The answer is still the client's; only continuing from it will fail (400, as for any unknown id).
             _log.warning("response not stored: the store is unavailable",
@@ -105,7 +106,7 @@ class Conversations:
 
     async def delete(self, response_id: str) -> dict[str, Any]:
         try:
-            deleted = await self._store.delete_response(response_id)
+            deleted = await self._store.delete_record("response", response_id)
         except StoreUnavailable:
             raise _unavailable() from None
         if not deleted:

@@ -69,7 +69,7 @@ class Gateway:
         dispatcher = Dispatcher(registry.providers, breakers, RetryPolicy(config.routing.retry), meter,
                                 metrics.upstream)
         migrations = build_migrations(config, dispatcher, meter, metrics.migration, store)
-        metas = MetaModels(config, prices, metrics.planner, migrations.sync.replica)
+        metas = MetaModels(config, prices, metrics.planner, migrations.sync.replica, migrations.store)
         registry.providers.update(metas.providers())
         keys = KeyRing.from_config(config.auth)
         keys.add(INTERNAL_KEY_NAME, metas.internal_key)

@@ -31,7 +31,8 @@ from decimal import ROUND_DOWN, Decimal
 from typing import Final, Literal
 
 StopReason = Literal[
-    "max_llm_calls", "max_total_tokens", "max_cost_usd", "deadline", "max_tasks", "max_replans", "repeated_work"
+    "max_llm_calls", "max_total_tokens", "max_cost_usd", "deadline", "max_tasks", "max_replans", "repeated_work",
+    "max_tool_calls",
 ]
 MAX_LLM_CALLS: Final = "max_llm_calls"
 MAX_TOTAL_TOKENS: Final = "max_total_tokens"
@@ -40,7 +41,10 @@ DEADLINE: Final = "deadline"
 MAX_TASKS: Final = "max_tasks"
 MAX_REPLANS: Final = "max_replans"
 REPEATED_WORK: Final = "repeated_work"
-STOP_REASONS: Final = (MAX_LLM_CALLS, MAX_TOTAL_TOKENS, MAX_COST_USD, DEADLINE, MAX_TASKS, MAX_REPLANS, REPEATED_WORK)
+MAX_TOOL_CALLS: Final = "max_tool_calls"
+STOP_REASONS: Final = (
+    MAX_LLM_CALLS, MAX_TOTAL_TOKENS, MAX_COST_USD, DEADLINE, MAX_TASKS, MAX_REPLANS, REPEATED_WORK, MAX_TOOL_CALLS,
+)
 
 ZERO = Decimal(0)
 
@@ -61,9 +65,10 @@ class Caps:
     max_total_tokens: int = 200_000
     max_cost_usd: Decimal = Decimal("1.00")
     deadline_s: float = 120.0
+    max_tool_calls: int = 16
 
     def __post_init__(self) -> None:
-        if min(self.max_replans, self.max_tasks, self.max_llm_calls, self.max_total_tokens) < 0:
+        if min(self.max_replans, self.max_tasks, self.max_llm_calls, self.max_total_tokens, self.max_tool_calls) < 0:
             raise ValueError("caps must not be negative")
         if not isinstance(self.max_cost_usd, Decimal) or self.max_cost_usd < 0:
             raise ValueError("max_cost_usd must be a non-negative Decimal")
@@ -94,7 +99,7 @@ class Budget:
 
     __slots__ = (
         "_clock", "_in_flight", "_reserved_cost", "_reserved_tokens", "caps", "completion_tokens", "cost",
-        "deadline_at", "llm_calls", "prompt_tokens", "replans", "started_at", "tasks_started",
+        "deadline_at", "llm_calls", "prompt_tokens", "replans", "started_at", "tasks_started", "tool_calls",
     )
 
     def __init__(
@@ -110,6 +115,7 @@ class Budget:
         self.cost = ZERO
         self.tasks_started = 0
         self.replans = 0
+        self.tool_calls = 0
         self._in_flight = 0
         self._reserved_tokens = 0
         self._reserved_cost = ZERO
@@ -191,6 +197,31 @@ class Budget:
     def note_task_started(self) -> None:
         self.tasks_started += 1
 
+    def can_call_tools(self, count: int = 1) -> StopReason | None:
+        """Why `count` more tool calls must not be made, or None. A tool call is not an LLM call."""
+        if self._clock() >= self.deadline_at:
+            return DEADLINE
+        return MAX_TOOL_CALLS if self.tool_calls + count > self.caps.max_tool_calls else None
+
+    def tool_calls_left(self) -> int:
+        return max(0, self.caps.max_tool_calls - self.tool_calls)
+
+    def note_tool_calls(self, count: int = 1) -> None:
+        self.tool_calls += count
+
+    # What a run has spent in earlier rounds (planner.rounds keeps it between a run's round trips).
+    _SPENT = ("llm_calls", "prompt_tokens", "completion_tokens", "tasks_started", "replans", "tool_calls")
+
+    def spent(self) -> dict[str, int | str]:
+        """The account so far, JSON-able (money as a decimal string); calls in flight are not in it."""
+        return {**{name: getattr(self, name) for name in self._SPENT}, "cost": str(self.cost)}
+
+    def add_spent(self, spent: dict[str, int | str]) -> None:
+        """Carry an earlier round's account into this one: caps hold for the whole run."""
+        for name in self._SPENT:
+            setattr(self, name, getattr(self, name) + int(spent.get(name, 0)))
+        self.cost += Decimal(str(spent.get("cost", "0")))
+
     def can_replan(self) -> StopReason | None:
         return MAX_REPLANS if self.replans >= self.caps.max_replans else None
 
@@ -208,6 +239,7 @@ class Budget:
             "llm_calls": max(0, caps.max_llm_calls - self.llm_calls - self._in_flight),
             "tasks": max(0, caps.max_tasks - self.tasks_started),
             "replans": max(0, caps.max_replans - self.replans),
+            "tool_calls": self.tool_calls_left(),
         }
 
     def usage(self) -> dict[str, int]:

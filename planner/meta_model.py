@@ -7,6 +7,10 @@ upstream, so the client gets an ordinary `chat.completion` (or a stream of
 `cutover` field (e.g. `extra_body={"cutover": {"trace": True, "progress": True}}`):
 `trace` adds the run's trace to the answer (`cutover.trace`), `progress` streams
 progress lines in the delta field `cutover_progress` before the answer.
+
+A client that offers `tools` gets what any model sends: an assistant message with the ready
+`tool_calls` and `finish_reason: "tool_calls"`. Its next request, with the results as `role: "tool"`
+messages, resumes the run from the store (planner.rounds), on whichever replica it reaches.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -26,10 +30,14 @@ from planner.cache import PlanCache
 from planner.internal import InternalCaller
 from planner.pricing import RateCeiling
 from planner.reuse import normalised_shape
+from planner.rounds import Resume, RunState, call_id, find_resume, new_run_id, tool_call
 from planner.run import PlanRun, RunOutcome
 from planner.runs import Journal, Runs
+from planner.tool_tasks import ToolServer
+from planner.tools import ToolRequestError, ToolSpec, check_tool_choice, client_tools, make_spec, offers_tools
 from providers.base import UpstreamReply, UpstreamRequest
 from providers.errors import RunFailed, UpstreamStatusError, UpstreamStreamBroken
+from store.base import Store, StoreUnavailable
 from telemetry.planner_metrics import PlannerMetrics
 
 _CHUNK_WORDS = 8
@@ -40,12 +48,26 @@ def _options(payload: dict[str, Any]) -> dict[str, Any]:
     return options if isinstance(options, dict) else {}
 
 
+def _client_error(param: str, message: str, code: str) -> UpstreamStatusError:
+    """The client's 400 (an upstream's own 4xx: passed through, not retried, no harm to health)."""
+    body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": param,
+                                   "code": code}})
+    return UpstreamStatusError(400, body)
+
+
+class ServerTools(ToolServer, Protocol):
+    async def tools(self, names: Sequence[str]) -> tuple[list[ToolSpec], list[str]]: ...
+
+
 class MetaModel:
     def __init__(
         self, name: str, config: MetaModelConfig, metrics: PlannerMetrics, runs: Runs,
-        planner_equivalent_cost: Callable[[dict[str, int]], Decimal],
+        planner_equivalent_cost: Callable[[dict[str, int]], Decimal], store: Store | None = None,
+        servers: ServerTools | None = None,
     ) -> None:
         self.name = name
+        self._store = store
+        self._servers = servers
         self.config = config
         self._metrics = metrics
         self._runs = runs
@@ -69,46 +91,170 @@ class MetaModel:
         return None
 
     async def _result(self, request: UpstreamRequest, progress: Any = None) -> dict[str, Any]:
-        """The finished run as a stored-able dict: the completion body plus cost."""
+        """The finished round as a stored-able dict: the completion body plus cost."""
         if self._caller is None:
             raise RunFailed(f"meta-model '{self.name}' is not ready")
         messages = request.payload.get("messages") or []
-        key = None
-        if request.idempotency_key:
-            key = f"{self.name}:{request.client}:{request.idempotency_key}"
+        resume = find_resume(messages)
+        if resume is not None:
+            state = await self._load(resume.run_id, request.client)
+            answered = state.replies.get(str(resume.round))
+            if answered is not None:
+                # A retried round (its answer was lost on the way): the same answer, nothing runs twice.
+                return answered
+            if resume.round != state.round:
+                raise _client_error("messages", "These tool results answer an earlier round of the run, which "
+                                    "was answered already; send the results of its latest tool calls.", "stale_run")
+            key = f"{self.name}:{request.client}:{resume.run_id}:{resume.round}"
+
+            async def resumed(journal: Journal, stored_plan: dict[str, Any] | None) -> dict[str, Any]:
+                return await self._resume(request, state, resume, journal, progress)
+
+            return await self._runs.run(key, resumed)
+        specs = self._client_specs(request.payload)
+        run_id = new_run_id(self.name, request.client, request.idempotency_key)
+        retry_key = f"{self.name}:{request.client}:{request.idempotency_key}" if request.idempotency_key else None
 
         async def execute(journal: Journal, stored_plan: dict[str, Any] | None) -> dict[str, Any]:
-            return await self._execute(request, messages, journal, stored_plan, progress)
+            return await self._execute(request, messages, journal, stored_plan, progress, run_id, specs)
 
-        return await self._runs.run(key, execute)
+        return await self._runs.run(retry_key, execute)
+
+    async def _load(self, run_id: str, client: str | None) -> RunState:
+        raw = None
+        if self._store is not None:
+            try:
+                raw = await self._store.get_record("run", run_id)
+            except StoreUnavailable:
+                raise RunFailed("the run's state cannot be read right now; retry shortly") from None
+        state = RunState.from_json(raw) if raw is not None else None
+        if state is None or state.meta != self.name or state.client != client:
+            raise _client_error("messages", "The tool calls these results answer belong to no run this gateway "
+                                "knows (it expired, or was started by another key); start the request again.",
+                                "run_not_found")
+        return state
+
+    async def _save(self, state: RunState) -> None:
+        if self._store is None:
+            raise RunFailed("client tool calls need a store to keep the run between requests")
+        try:
+            await self._store.put_record("run", state.run_id, state.to_json(), self.config.run_retention_s)
+        except StoreUnavailable:
+            raise RunFailed("the run's state cannot be saved right now; retry shortly") from None
+
+    async def _tools(self, client: list[ToolSpec]) -> tuple[dict[str, ToolSpec], list[str]]:
+        """Every tool on offer to this run: the client's and the configured MCP servers'."""
+        notes: list[str] = []
+        server: list[ToolSpec] = []
+        if self._servers is not None and self.config.mcp_servers:
+            server, notes = await self._servers.tools(self.config.mcp_servers)
+        specs = {s.name: s for s in server}
+        for spec in client:
+            if spec.name in specs:
+                raise _client_error("tools", f"The tool name '{spec.name}' is taken by a tool of the gateway's "
+                                    "MCP servers; rename it.", "tool_name_taken")
+            specs[spec.name] = spec
+        return specs, notes
 
     async def _execute(
         self, request: UpstreamRequest, messages: list[dict[str, Any]], journal: Journal,
-        stored_plan: dict[str, Any] | None, progress: Any,
+        stored_plan: dict[str, Any] | None, progress: Any, run_id: str, client: list[ToolSpec],
     ) -> dict[str, Any]:
         assert self._caller is not None and self._ceiling is not None
-        shape = normalised_shape(messages) if self._cache is not None else None
+        specs, notes = await self._tools(client)
+        # A plan written for other tools is no plan for these: the cache serves tool-less requests only.
+        use_cache = self._cache is not None and not specs
+        shape = normalised_shape(messages) if use_cache else None
         cached = stored_plan or (self._cache.get(shape) if self._cache is not None and shape else None)
         run = PlanRun(
-            self.name, self.config, self._caller, self._ceiling, request.request_id, cached, progress, journal
+            self.name, self.config, self._caller, self._ceiling, request.request_id, cached, progress, journal,
+            specs, self._servers, run_id, parallel_tool_calls=request.payload.get("parallel_tool_calls") is not False,
         )
-        try:
-            outcome = await run.execute(messages)
-        except Exception as exc:
-            self._metrics.runs.labels(self.name, "error", "exception").inc()
-            raise RunFailed(f"the {self.name} run failed ({type(exc).__name__})") from None
-        if self._cache is not None and outcome.cache_hit is None and not outcome.trace["fast_path"]:
-            outcome.cache_hit = False
-            outcome.trace["plan_cache_hit"] = False
-        self._account(outcome)
-        if self._cache is not None and shape:
+        run.notes.extend(notes)
+        outcome = await self._run(run, messages)
+        if use_cache and self._cache is not None and shape:
+            if outcome.cache_hit is None and not outcome.trace["fast_path"]:
+                outcome.cache_hit = False
+                outcome.trace["plan_cache_hit"] = False
             failed = any(t["status"] != "ok" for t in outcome.trace["tasks"])
             if outcome.stop_reason is None and not failed and outcome.trace["plans"] and not outcome.trace[
                     "replans"]:
                 self._cache.put(shape, outcome.trace["plans"][-1])
             elif failed:
                 self._cache.invalidate(shape)
-        return {"body": self._completion(outcome), "cost": str(outcome.cost), "trace": outcome.trace}
+        self._account(outcome)
+        if not outcome.tool_calls:
+            return self._finished(outcome, run_id, None)
+        state = RunState(run_id, self.name, request.client, {}, tools=[_spec_dict(s) for s in client])
+        return await self._hand_back(outcome, state, 0)
+
+    async def _resume(
+        self, request: UpstreamRequest, state: RunState, resume: Resume, journal: Journal, progress: Any,
+    ) -> dict[str, Any]:
+        assert self._caller is not None and self._ceiling is not None
+        client = [make_spec(t["name"], t["description"], t["parameters"]) for t in state.tools]
+        specs, notes = await self._tools(client)
+        answers = {}
+        for call, task_id in state.issued.items():
+            # A call the client sent no result for is answered with that fact, so the run can go on.
+            answers[task_id] = resume.results.get(call, "(the client sent no result for this tool call)")
+        run = PlanRun(
+            self.name, self.config, self._caller, self._ceiling, request.request_id, None, progress, journal,
+            specs, self._servers, state.run_id, prior=state,
+            parallel_tool_calls=request.payload.get("parallel_tool_calls") is not False,
+        )
+        run.notes.extend(notes)
+        outcome = await self._run(run, resume.goal_messages, answers)
+        self._account(outcome)
+        if outcome.tool_calls:
+            return await self._hand_back(outcome, state, state.round + 1, answering=resume.round)
+        result = self._finished(outcome, state.run_id, state.round + 1)
+        state.replies[str(resume.round)] = result
+        state.issued = {}
+        self._keep(state, outcome)
+        await self._save(state)
+        return result
+
+    async def _run(self, run: PlanRun, messages: list[dict[str, Any]], answers: dict[str, str] | None = None) -> (
+        RunOutcome
+    ):
+        try:
+            return await run.execute(messages, answers)
+        except Exception as exc:
+            self._metrics.runs.labels(self.name, "error", "exception").inc()
+            raise RunFailed(f"the {self.name} run failed ({type(exc).__name__})") from None
+
+    @staticmethod
+    def _keep(state: RunState, outcome: RunOutcome) -> None:
+        if outcome.plan is not None:
+            state.plan = outcome.plan.to_dict()
+        state.results = {k: r for k, r in outcome.results.items() if r.status != "deferred"}
+        state.spent = outcome.spent
+        state.trace = outcome.trace
+
+    async def _hand_back(self, outcome: RunOutcome, state: RunState, round_: int, answering: int | None = None) -> (
+        dict[str, Any]
+    ):
+        """Save the run, then answer with its ready client tool calls."""
+        assert outcome.plan is not None
+        index = {t.id: i for i, t in enumerate(outcome.plan.tasks)}
+        calls = [(call_id(state.run_id, round_, index[task.id]), task, arguments)
+                 for task, arguments in outcome.tool_calls]
+        self._keep(state, outcome)
+        state.round = round_
+        state.issued = {cid: task.id for cid, task, _ in calls}
+        body = self._completion(outcome, state.run_id, round_)
+        message = body["choices"][0]["message"]
+        message["content"] = None
+        message["tool_calls"] = [tool_call(cid, task.tool or "", arguments) for cid, task, arguments in calls]
+        result = {"body": body, "cost": str(outcome.cost), "trace": outcome.trace}
+        if answering is not None:
+            state.replies[str(answering)] = result
+        await self._save(state)
+        return result
+
+    def _finished(self, outcome: RunOutcome, run_id: str, round_: int | None) -> dict[str, Any]:
+        return {"body": self._completion(outcome, run_id, round_), "cost": str(outcome.cost), "trace": outcome.trace}
 
     def _account(self, outcome: RunOutcome) -> None:
         m = self._metrics
@@ -130,7 +276,12 @@ class MetaModel:
         if outcome.cache_hit is not None or self._cache is not None:
             m.cache.labels(name, "hit" if outcome.cache_hit else "miss").inc()
 
-    def _completion(self, outcome: RunOutcome) -> dict[str, Any]:
+    def _completion(self, outcome: RunOutcome, run_id: str, round_: int | None) -> dict[str, Any]:
+        extension: dict[str, Any] = {"stop_reason": outcome.stop_reason, "cost_usd": str(outcome.cost)}
+        if round_ is not None:
+            # A run over several requests: each answer bills its own round; these are the run's totals.
+            extension.update(run_id=run_id, round=round_, run_usage=outcome.run_usage,
+                             run_cost_usd=str(outcome.run_cost))
         return {
             "id": "chatcmpl-pe-" + os.urandom(12).hex(),
             "object": "chat.completion",
@@ -144,7 +295,7 @@ class MetaModel:
                 "finish_reason": outcome.finish_reason,
             }],
             "usage": {**outcome.usage, "prompt_tokens_details": {"cached_tokens": 0}},
-            "cutover": {"stop_reason": outcome.stop_reason, "cost_usd": str(outcome.cost)},
+            "cutover": extension,
         }
 
     @staticmethod
@@ -154,28 +305,29 @@ class MetaModel:
             body = {**body, "cutover": {**body["cutover"], "trace": result["trace"]}}
         return body
 
-    def _refuse_what_it_cannot_do(self, payload: dict[str, Any]) -> None:
-        """Tools a client offers are not silently dropped: until plans can call them, a request offering
-        any is the client's 400 (an upstream's own 4xx: passed through, not retried, no harm to health)."""
-        choice = payload.get("tool_choice")
-        param = "tools" if payload.get("tools") else "tool_choice" if choice not in (None, "none") else None
-        if param is None:
-            return
-        message = (f"The meta-model '{self.name}' does not call tools: send the request without '{param}', "
-                   "or to a model that calls them.")
-        body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": param,
-                                       "code": "unsupported_parameter"}})
-        raise UpstreamStatusError(400, body)
+    def _client_specs(self, payload: dict[str, Any]) -> list[ToolSpec]:
+        """The client's tools the planner may call. Nothing is silently dropped: tools offered to a
+        meta-model that takes none, or a `tool_choice` a plan cannot honour, is the client's 400."""
+        try:
+            check_tool_choice(payload)
+            if not offers_tools(payload):
+                return []
+            if not self.config.client_tools:
+                raise ToolRequestError("tools", f"The meta-model '{self.name}' does not call the client's tools: "
+                                       "send the request without 'tools', or to a model that calls them.")
+            return client_tools(payload)
+        except ToolRequestError as exc:
+            raise _client_error(exc.param, str(exc), "unsupported_parameter") from None
 
     async def send(self, request: UpstreamRequest) -> UpstreamReply:
-        self._refuse_what_it_cannot_do(request.payload)
+        self._client_specs(request.payload)
         result = await self._result(request)
         body = self._with_trace(result, request.payload)
         raw = orjson.dumps(body)
         return UpstreamReply(200, raw, "application/json", data=body, known_cost=Decimal(result["cost"]))
 
     async def open_stream(self, request: UpstreamRequest) -> MetaStream:
-        self._refuse_what_it_cannot_do(request.payload)
+        self._client_specs(request.payload)
         return MetaStream(self, request)
 
 
@@ -213,8 +365,10 @@ class MetaStream:
             raise
         body = MetaModel._with_trace(result, self._request.payload)
         choice = body["choices"][0]
-        words = choice["message"]["content"].split(" ")
-        for start in range(0, len(words), _CHUNK_WORDS):
+        for index, call in enumerate(choice["message"].get("tool_calls") or ()):
+            put(self._chunk({"tool_calls": [{"index": index, **call}]}))
+        words = (choice["message"]["content"] or "").split(" ")
+        for start in range(0, len(words), _CHUNK_WORDS) if choice["message"]["content"] else ():
             piece = " ".join(words[start:start + _CHUNK_WORDS])
             put(self._chunk({"content": piece if start == 0 else " " + piece}))
         put(self._chunk({}, choice["finish_reason"], cutover=body["cutover"]))
@@ -256,3 +410,7 @@ class MetaStream:
         if self._task.done():
             with contextlib.suppress(BaseException):
                 self._task.result()
+
+
+def _spec_dict(spec: ToolSpec) -> dict[str, Any]:
+    return {"name": spec.name, "description": spec.description, "parameters": spec.parameters}

@@ -13,6 +13,15 @@ A reply goes through, with no I/O anywhere (re-plan and cache comparisons live i
                               fan-in and tier limits -> a frozen `Plan`, or a list of errors that
                               name the offending task and are fit to send back for one repair
 
+When tools are on offer (`tool_names`), a task may call one instead of a model:
+
+    {"id": "w1", "tool": "get_weather", "arguments": {"city": "${t1}"}, "deps": ["t1"]}
+
+Its arguments are an object (or, from strict structured output, the JSON text of one) and may
+reference the results of the tasks in its `deps` as "${id}" (planner.tools). The validator checks
+that the tool exists and that every reference is a dependency; the arguments are checked against
+the tool's schema when the task runs, once the references are filled in.
+
 A dependency must name a task listed *earlier* in the same plan, or a result of an earlier
 round (`known_result_ids`), so the list order is itself a topological order. A Kahn pass
 still checks acyclicity, so the guarantee does not rest on that one rule.
@@ -33,6 +42,8 @@ Tier = Literal["cheap", "strong"]
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _PLAN_KEYS = ("tasks", "final_instruction")
 _TASK_KEYS = ("id", "instruction", "deps", "tier", "max_tokens")
+_TOOL_KEYS = ("tool", "arguments")
+_REFERENCE = re.compile(r"\$\{([^}]*)\}")
 # A repair prompt with a hundred errors helps nobody; the first few say what is wrong.
 _MAX_ERRORS = 20
 # Each candidate object costs a linear scan; a reply with more stray braces than this is garbage.
@@ -46,11 +57,20 @@ class Task:
     deps: tuple[str, ...] = ()
     tier: Tier = "cheap"
     max_tokens: int = 1024
+    # A tool task calls `tool` with `arguments` (a JSON object, references unfilled) instead of a model.
+    tool: str | None = None
+    arguments: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # Callers may pass the list JSON gives them; the task itself stays immutable.
         if not isinstance(self.deps, tuple):
             object.__setattr__(self, "deps", tuple(self.deps))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {**asdict(self), "deps": list(self.deps)}
+        if self.tool is None:
+            del data["tool"], data["arguments"]
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +84,7 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as the planner would write it (for logs and re-plan prompts)."""
-        tasks = [{**asdict(t), "deps": list(t.deps)} for t in self.tasks]
-        return {"tasks": tasks, "final_instruction": self.final_instruction}
+        return {"tasks": [t.to_dict() for t in self.tasks], "final_instruction": self.final_instruction}
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +102,21 @@ def _object(properties: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
-def plan_json_schema(limits: PlanLimits | None = None) -> dict[str, Any]:
+def plan_json_schema(limits: PlanLimits | None = None, tools: bool = False) -> dict[str, Any]:
     """The JSON schema for a plan, usable with OpenAI strict structured outputs.
 
     Older strict-mode deployments reject numeric and length keywords, so the limits are
-    stated in descriptions; `validate_plan` enforces them either way.
+    stated in descriptions; `validate_plan` enforces them either way. With `tools`, every task
+    also has `tool` and `arguments` (null for a model task): strict mode requires every key and
+    allows no open objects, so the arguments are the JSON text of an object.
     """
     lim = limits or PlanLimits()
+    tool_fields = {
+        "tool": {"type": ["string", "null"], "description": "A tool's name to call it instead of a model; else null."},
+        "arguments": {"type": ["string", "null"],
+                      "description": "For a tool task: its arguments as the JSON text of an object, where \"${id}\" "
+                      "stands for the result of a task in deps; else null."},
+    } if tools else {}
     task = _object({
         "id": {"type": "string", "description": "Unique short id: letters, digits, '_', '-', '.'."},
         "instruction": {"type": "string", "description": "A self-contained instruction for one model call."},
@@ -97,6 +124,7 @@ def plan_json_schema(limits: PlanLimits | None = None) -> dict[str, Any]:
                  "description": f"Ids of earlier tasks whose results this task needs (at most {lim.max_fan_in})."},
         "tier": {"type": "string", "enum": list(lim.tiers), "description": "Which executor model runs the task."},
         "max_tokens": {"type": "integer", "description": f"Completion token cap, 1 to {lim.max_task_tokens}."},
+        **tool_fields,
     })
     return _object({
         "tasks": {"type": "array", "items": task,
@@ -106,9 +134,10 @@ def plan_json_schema(limits: PlanLimits | None = None) -> dict[str, Any]:
     })
 
 
-def response_format(limits: PlanLimits | None = None) -> dict[str, Any]:
+def response_format(limits: PlanLimits | None = None, tools: bool = False) -> dict[str, Any]:
     """The `response_format` body field asking for a plan in strict JSON-schema mode."""
-    return {"type": "json_schema", "json_schema": {"name": "plan", "strict": True, "schema": plan_json_schema(limits)}}
+    schema = plan_json_schema(limits, tools)
+    return {"type": "json_schema", "json_schema": {"name": "plan", "strict": True, "schema": schema}}
 
 
 # Reading JSON out of a reply ---------------------------------------------------------------
@@ -190,14 +219,43 @@ def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _parse_task(index: int, raw: Any, limits: PlanLimits, errors: list[str]) -> Task | None:
+def _tool_arguments(where: str, raw: dict[str, Any], tools: Collection[str], errors: list[str]) -> (
+    dict[str, Any] | None
+):
+    """The tool task's arguments as an object, after checking its tool and references; None if wrong."""
+    tool, arguments = raw.get("tool"), raw.get("arguments", {})
+    if tool not in tools:
+        errors.append(f"{where}: unknown tool {tool!r} (available: {', '.join(sorted(tools))})")
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except ValueError as exc:
+            errors.append(f"{where}: arguments are not valid JSON: {exc}")
+            return None
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        errors.append(f"{where}: arguments must be a JSON object")
+        return None
+    deps: list[Any] = raw["deps"] if isinstance(raw.get("deps"), list) else []
+    for name in sorted(set(_REFERENCE.findall(json.dumps(arguments)))):
+        if name not in deps:
+            errors.append(f"{where}: arguments reference ${{{name}}}, which is not one of this task's deps")
+    return arguments if tool in tools else None
+
+
+def _parse_task(index: int, raw: Any, limits: PlanLimits, errors: list[str], tools: Collection[str] = ()) -> (
+    Task | None
+):
     where = _where(index, raw)
+    keys = (*_TASK_KEYS, *_TOOL_KEYS) if tools else _TASK_KEYS
     if not isinstance(raw, dict):
-        errors.append(f"{where}: must be an object with keys {', '.join(_TASK_KEYS)}")
+        errors.append(f"{where}: must be an object with keys {', '.join(keys)}")
         return None
     before = len(errors)
-    errors.extend(f"{where}: unexpected key {key!r} (allowed: {', '.join(_TASK_KEYS)})"
-                  for key in raw if key not in _TASK_KEYS)
+    errors.extend(f"{where}: unexpected key {key!r} (allowed: {', '.join(keys)})" for key in raw if key not in keys)
+    if tools and raw.get("tool") is not None:
+        return _parse_tool_task(where, raw, errors, before, tools)
     errors.extend(f"{where}: missing required key {key!r}" for key in _TASK_KEYS if key not in raw)
     # Any: planner output, checked field by field below before it becomes a Task.
     task_id: Any = raw.get("id")
@@ -217,7 +275,29 @@ def _parse_task(index: int, raw: Any, limits: PlanLimits, errors: list[str]) -> 
         errors.append(f"{where}: max_tokens must be an integer from 1 to {limits.max_task_tokens}, got {max_tokens!r}")
     if len(errors) > before:
         return None
+    if raw.get("arguments") is not None:
+        errors.append(f"{where}: arguments belong to a tool task; give 'tool' or set arguments to null")
+        return None
     return Task(id=task_id, instruction=instruction, deps=tuple(deps), tier=tier, max_tokens=max_tokens)
+
+
+def _parse_tool_task(where: str, raw: dict[str, Any], errors: list[str], before: int, tools: Collection[str]) -> (
+    Task | None
+):
+    """A task calling a tool: id, tool, arguments and deps count; instruction, tier and max_tokens are ignored."""
+    errors.extend(f"{where}: missing required key {key!r}" for key in ("id", "deps") if key not in raw)
+    task_id: Any = raw.get("id")
+    deps: Any = raw.get("deps", [])
+    if "id" in raw and not (isinstance(task_id, str) and _ID_PATTERN.fullmatch(task_id)):
+        errors.append(f"{where}: id must be 1-64 characters of letters, digits, '_', '-' or '.'")
+    if not (isinstance(deps, list) and all(isinstance(d, str) for d in deps)):
+        errors.append(f"{where}: deps must be a list of task ids (strings); use [] for none")
+    arguments = _tool_arguments(where, raw, tools, errors)
+    if len(errors) > before or arguments is None:
+        return None
+    instruction = raw.get("instruction")
+    shown = instruction if isinstance(instruction, str) and instruction.strip() else f"call {raw['tool']}"
+    return Task(id=task_id, instruction=shown, deps=tuple(deps), tool=raw["tool"], arguments=arguments)
 
 
 def topological_order(graph: Mapping[str, Collection[str]]) -> tuple[list[str], list[str]]:
@@ -316,11 +396,13 @@ def validate_plan(
     limits: PlanLimits | None = None,
     tasks_done_before: int = 0,
     known_result_ids: Collection[str] = frozenset(),
+    tool_names: Collection[str] = frozenset(),
 ) -> tuple[Plan | None, list[str]]:
     """A parsed planner reply -> (Plan, []) if every rule holds, else (None, errors).
 
     `tasks_done_before` counts tasks of earlier rounds against `max_tasks_total`;
-    `known_result_ids` are earlier rounds' task ids, which new tasks may depend on but not reuse.
+    `known_result_ids` are earlier rounds' task ids, which new tasks may depend on but not reuse;
+    `tool_names` are the tools a task may call (none: tool tasks are not allowed).
     """
     limits = limits or PlanLimits()
     if not isinstance(obj, dict):
@@ -343,7 +425,8 @@ def validate_plan(
         allowed = max(0, limits.max_tasks_total - tasks_done_before)
         errors.append(f"{tasks_done_before} tasks already ran; {len(raw_tasks)} more would exceed the limit of "
                       f"{limits.max_tasks_total} in total (at most {allowed} more allowed)")
-    parsed = [t for i, raw in enumerate(raw_tasks) if (t := _parse_task(i, raw, limits, errors)) is not None]
+    parsed = [t for i, raw in enumerate(raw_tasks)
+              if (t := _parse_task(i, raw, limits, errors, tool_names)) is not None]
     _check_graph(raw_tasks, limits, known_result_ids, errors)
     if errors:
         if len(errors) > _MAX_ERRORS:

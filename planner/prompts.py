@@ -55,11 +55,13 @@ def conversation_text(messages: list[dict[str, Any]]) -> str:
 
 def planner_messages(
     messages: list[dict[str, Any]], budget: dict[str, Any], max_tasks: int, feedback: str | None = None,
-    done: str | None = None,
+    done: str | None = None, tools: str | None = None,
 ) -> list[dict[str, Any]]:
     system = PLANNER_SYSTEM.replace("{max_tasks}", str(max_tasks)).replace(
         "{budget}", orjson.dumps(budget, default=str).decode()
     )
+    if tools:
+        system += TOOLS.replace("{tools}", tools).replace("{left}", str(budget.get("tool_calls", "")))
     out = [{"role": "system", "content": system}, *messages]
     if feedback is not None:
         out.append({
@@ -89,3 +91,24 @@ def joiner_messages(goal: str, final_instruction: str, results: str, stopped: st
     system = JOINER_SYSTEM if stopped is None else FINAL_FROM_PARTIAL.replace("{reason}", stopped)
     user = f"The user's request:\n{goal}\n\nFinal instruction: {final_instruction}\n\nResults:\n{results}"
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+TOOLS = """
+
+Tools you may call (a task calls one instead of a model):
+{tools}
+A tool task: {"id": "w1", "tool": "<name>", "arguments": {...}, "deps": [...]} (with strict JSON output, give the
+arguments as the JSON text of the object and set tool and arguments to null on model tasks). An argument may
+use "${t1}" for the result of task t1, which must be in deps. Independent tool calls run in parallel: call
+every tool the request needs up front rather than one at a time. Tool calls left for the whole run: {left}."""
+
+TOOL_REPAIR = """A tool call's arguments do not fit the tool's parameter schema. Rewrite them so they do, keeping \
+their meaning. Answer with ONE JSON object: the corrected arguments, and nothing else."""
+
+
+def tool_repair_messages(goal: str, tool: str, schema: dict[str, Any], arguments: Any, errors: list[str]) -> (
+    list[dict[str, Any]]
+):
+    user = (f"The user's request:\n{goal}\n\nTool: {tool}\nParameter schema: {orjson.dumps(schema).decode()}\n"
+            f"Arguments: {orjson.dumps(arguments).decode()}\nWhat is wrong:\n" + "\n".join(f"- {e}" for e in errors))
+    return [{"role": "system", "content": TOOL_REPAIR}, {"role": "user", "content": user}]

@@ -4,6 +4,9 @@
     plan        -- planner call, JSON task graph; one repair attempt with the validator's
                    errors; still invalid --> a single completion on the planner model
     execute     -- planner.scheduler.run_plan: event-driven DAG on executor aliases
+    tools       -- a server tool task (MCP) runs like any task; a client tool task that becomes
+                   ready ends the round: the ready calls go back to the client (planner.rounds)
+                   and a later request with their results resumes the run from its saved state
     join        -- joiner call: finish (with the answer) or replan (with feedback)
     caps        -- planner.budget: calls, tokens, dollars, tasks, re-plans, deadline; when one
                    stops the run, the answer is written from the partial results and the
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -25,7 +28,7 @@ from typing import Any
 import orjson
 
 from config.schema import MetaModelConfig
-from planner.budget import DEADLINE, REPEATED_WORK, Budget, BudgetExhausted, Caps
+from planner.budget import DEADLINE, MAX_TOOL_CALLS, REPEATED_WORK, Budget, BudgetExhausted, Caps
 from planner.internal import CallFailed, CallResult, InternalCaller
 from planner.plan import Plan, PlanLimits, Task, extract_json, response_format, validate_plan
 from planner.pricing import RateCeiling
@@ -35,9 +38,13 @@ from planner.prompts import (
     planner_messages,
     repair_messages,
     task_messages,
+    tool_repair_messages,
 )
 from planner.reuse import repeats_work
+from planner.rounds import RunState
 from planner.scheduler import AttemptFailed, Estimate, TaskResult, render_inputs, run_plan
+from planner.tool_tasks import BadArguments, ToolServer, ToolTasks
+from planner.tools import ToolSpec, catalogue
 
 Progress = Callable[[str], Awaitable[None]]
 # Time kept back from the deadline for writing the answer from partial results.
@@ -60,13 +67,23 @@ class RunOutcome:
     scheduler_overhead_s: list[float] = field(default_factory=list)
     task_queue_wait_s: list[float] = field(default_factory=list)
     cache_hit: bool | None = None
+    # A round that ends with client tool calls: (task, its checked arguments), in plan order.
+    tool_calls: list[tuple[Task, dict[str, Any]]] = field(default_factory=list)
+    # For the next round: the plan so far, every finished task, and the run's whole account.
+    plan: Plan | None = None
+    results: dict[str, TaskResult] = field(default_factory=dict)
+    spent: dict[str, int | str] = field(default_factory=dict)
+    # The run's usage and cost over all its rounds (`usage` and `cost` are this round's).
+    run_usage: dict[str, int] = field(default_factory=dict)
+    run_cost: Decimal = Decimal(0)
 
 
 class PlanRun:
     def __init__(
         self, name: str, config: MetaModelConfig, caller: InternalCaller, ceiling: RateCeiling, request_id: str,
         cached_plan: dict[str, Any] | None = None, progress: Progress | None = None,
-        journal: Any = None,
+        journal: Any = None, tools: Mapping[str, ToolSpec] | None = None, tool_server: ToolServer | None = None,
+        run_id: str = "", prior: RunState | None = None, parallel_tool_calls: bool = True,
     ) -> None:
         self.name = name
         self.config = config
@@ -77,7 +94,13 @@ class PlanRun:
         self.budget = Budget(Caps(
             max_replans=caps.max_replans, max_tasks=caps.max_tasks, max_llm_calls=caps.max_llm_calls,
             max_total_tokens=caps.max_total_tokens, max_cost_usd=caps.max_cost_usd, deadline_s=caps.deadline_s,
+            max_tool_calls=caps.max_tool_calls,
         ))
+        self.tools = ToolTasks(tools, tool_server, run_id, self._repair_arguments) if tools else None
+        self.prior = prior
+        self.parallel_tool_calls = parallel_tool_calls
+        if prior is not None:
+            self.budget.add_spent(prior.spent)
         shape = config.shape
         self.limits = PlanLimits(
             max_tasks_per_round=shape.max_tasks_per_round, max_tasks_total=caps.max_tasks,
@@ -86,11 +109,12 @@ class PlanRun:
         self.cached_plan = cached_plan
         self.progress = progress
         self.journal = journal
-        self.calls: list[dict[str, Any]] = []
+        earlier = prior.trace if prior is not None else {}
+        self.calls: list[dict[str, Any]] = list(earlier.get("calls", []))
         # Every successful task's result, also of earlier rounds: what later tasks' inputs are rendered from.
         self._outputs: dict[str, TaskResult] = {}
-        self.plans: list[dict[str, Any]] = []
-        self.notes: list[str] = []
+        self.plans: list[dict[str, Any]] = list(earlier.get("plans", []))
+        self.notes: list[str] = list(earlier.get("notes", []))
         self.repeated_work = False  # a re-plan redid finished work: the run stops with repeated_work
         self._queue_waits: list[float] = []
         self.started = time.monotonic()
@@ -134,6 +158,8 @@ class PlanRun:
         return result
 
     async def _task(self, task: Task, inputs: dict[str, TaskResult]) -> TaskResult:
+        if task.tool is not None:
+            return await self._tool_task(task, inputs)
         alias = self._executor(task)
         messages = task_messages(self._goal, task.instruction, render_inputs(task, inputs, self.config.input_chars))
         started = time.time()
@@ -155,6 +181,52 @@ class PlanRun:
             await self.progress(f"task {task.id} done ({result.model})\n")
         return done
 
+    async def _tool_task(self, task: Task, inputs: dict[str, TaskResult]) -> TaskResult:
+        if self.tools is None:
+            raise AttemptFailed(f"tool '{task.tool}' is not on offer", retryable=False)
+        done = await self.tools.run(task, inputs)
+        self._outputs[task.id] = done
+        if self.journal is not None:
+            await self.journal.task_done(done)
+        if self.progress is not None:
+            await self.progress(f"task {task.id} done ({task.tool})\n")
+        return done
+
+    async def _repair_arguments(self, task: Task, spec: Any, arguments: Any, errors: list[str]) -> str | None:
+        """One cheap executor call that rewrites a tool task's arguments to fit the tool's schema."""
+        messages = tool_repair_messages(self._goal, spec.name, spec.parameters, arguments, errors)
+        result = await self._call("repair_arguments", self.config.executors["cheap"], messages, None,
+                                  {"type": "json_object"})
+        return result.text if result is not None else None
+
+    async def _client_batch(self, tasks: list[Task], results: dict[str, TaskResult]) -> (
+        tuple[list[tuple[Task, dict[str, Any]]], str | None]
+    ):
+        """The ready client tool calls to hand back now, with checked arguments, or why none may be made.
+
+        Every ready call goes in one batch, or only the first with `parallel_tool_calls: false`; never
+        more than the tool calls left. A call whose arguments cannot be repaired fails its task here.
+        """
+        assert self.tools is not None
+        tasks = tasks if self.parallel_tool_calls else tasks[:1]
+        left = min(self.budget.tool_calls_left(), self.budget.caps.max_tasks - self.budget.tasks_started)
+        if left <= 0:
+            return [], self.budget.can_call_tools(1) or self.budget.can_start_task() or MAX_TOOL_CALLS
+        tasks = tasks[:left]
+        checked = await asyncio.gather(*(self.tools.arguments(t, {d: results[d] for d in t.deps}) for t in tasks),
+                                       return_exceptions=True)
+        batch = []
+        for task, arguments in zip(tasks, checked, strict=True):
+            if isinstance(arguments, BadArguments):
+                results[task.id] = TaskResult(task.id, "failed", error=str(arguments))
+            elif isinstance(arguments, BaseException):
+                raise arguments
+            else:
+                batch.append((task, arguments))
+                self.budget.note_task_started()
+        self.budget.note_tool_calls(len(batch))
+        return batch, None
+
     def _executor(self, task: Task) -> str:
         return self.config.executors.get(task.tier) or self.config.executors["cheap"]
 
@@ -170,12 +242,13 @@ class PlanRun:
     async def _plan(self, messages: list[dict[str, Any]], feedback: str | None, done: dict[str, TaskResult]) -> (
         Plan | None
     ):
+        specs = list(self.tools.specs.values()) if self.tools is not None else []
         prompt = planner_messages(
             messages, self.budget.remaining(), self.limits.max_tasks_per_round, feedback,
             render_inputs(Task(id="done", instruction="-", deps=tuple(done)), done, self.config.input_chars)
-            if done else None,
+            if done else None, catalogue(specs) if specs else None,
         )
-        json_format = response_format(self.limits) if self.config.planner_json == "json_schema" else {
+        json_format = response_format(self.limits, bool(specs)) if self.config.planner_json == "json_schema" else {
             "type": "json_object"}
         known = frozenset(done)
         earlier = [t.instruction for p in self.plans for t in _tasks_of(p)]
@@ -191,7 +264,8 @@ class PlanRun:
                 self.repeated_work = True
                 return None
             plan, errors = (None, [error or "no JSON object found"]) if obj is None else validate_plan(
-                obj, self.limits, tasks_done_before=len(done), known_result_ids=known)
+                obj, self.limits, tasks_done_before=len(done), known_result_ids=known,
+                tool_names=[s.name for s in specs])
             if plan is not None:
                 self.plans.append(plan.to_dict())
                 return plan
@@ -232,38 +306,56 @@ class PlanRun:
         return f"The run stopped early ({reason}) before an answer could be written. Partial results:\n{text}"
 
     # -- the run ------------------------------------------------------------------------------
-    async def execute(self, messages: list[dict[str, Any]]) -> RunOutcome:
+    async def execute(self, messages: list[dict[str, Any]], client_results: dict[str, str] | None = None) -> (
+        RunOutcome
+    ):
+        """Run (or, with `prior`, resume with the client's tool results by task id) until an answer
+        or a batch of client tool calls."""
         self._goal = conversation_text(messages)
-        fast = self.config.fast_path
-        if fast.enabled and _is_short_single_step(messages, fast.max_prompt_chars):
-            self.notes.append("fast path: a short single-step request, sent straight to one executor call")
-            result = await self._call("fast_path", self.config.executors["cheap"], messages)
-            if result is not None:
-                return self._outcome(result.text, None, {}, [], [], fast_path=True)
-        plan: Plan | None = None
         cache_hit = None
-        if self.cached_plan is not None:
-            plan, errors = validate_plan(self.cached_plan, self.limits)
-            cache_hit = plan is not None
-            if plan is not None:
-                self.plans.append(plan.to_dict())
-                self.notes.append("plan taken from the plan cache; planner skipped")
-            else:
-                self.notes.append(f"cached plan no longer valid: {'; '.join(errors[:3])}")
-        if plan is None:
-            plan = await self._plan(messages, None, {})
-        if plan is None:
-            self.notes.append("no usable plan after one repair: answered by a single planner completion")
-            result = await self._call("fallback", self.config.planner, messages)
-            if result is None:
-                reason = self._stop_now() or "planner_unavailable"
-                return self._outcome(await self._answer_from_partial(None, {}, reason), reason, {}, [], [],
-                                     cache_hit=cache_hit)
-            return self._outcome(result.text, None, {}, [], [], cache_hit=cache_hit)
-        if self.journal is not None:
-            await self.journal.plan_made(plan)
-        results: dict[str, TaskResult] = dict(self.journal.finished) if self.journal is not None else {}
+        if self.prior is not None:
+            plan, _ = validate_plan(self.prior.plan, self.limits, tool_names=self._tool_names())
+            if plan is None:
+                return self._outcome(await self._answer_from_partial(None, {}, "run_state_invalid"),
+                                     "run_state_invalid", {}, [], [])
+            results = dict(self.prior.results)
+            for task_id, output in (client_results or {}).items():
+                results[task_id] = TaskResult(task_id, "ok", output=output, attempts=1, model="client")
+        else:
+            fast = self.config.fast_path
+            if fast.enabled and self.tools is None and _is_short_single_step(messages, fast.max_prompt_chars):
+                self.notes.append("fast path: a short single-step request, sent straight to one executor call")
+                result = await self._call("fast_path", self.config.executors["cheap"], messages)
+                if result is not None:
+                    return self._outcome(result.text, None, {}, [], [], fast_path=True)
+            plan = None
+            if self.cached_plan is not None:
+                plan, errors = validate_plan(self.cached_plan, self.limits, tool_names=self._tool_names())
+                cache_hit = plan is not None
+                if plan is not None:
+                    self.plans.append(plan.to_dict())
+                    self.notes.append("plan taken from the plan cache; planner skipped")
+                else:
+                    self.notes.append(f"cached plan no longer valid: {'; '.join(errors[:3])}")
+            if plan is None:
+                plan = await self._plan(messages, None, {})
+            if plan is None:
+                self.notes.append("no usable plan after one repair: answered by a single planner completion")
+                result = await self._call("fallback", self.config.planner, messages)
+                if result is None:
+                    reason = self._stop_now() or "planner_unavailable"
+                    return self._outcome(await self._answer_from_partial(None, {}, reason), reason, {}, [], [],
+                                         cache_hit=cache_hit)
+                return self._outcome(result.text, None, {}, [], [], cache_hit=cache_hit)
+            if self.journal is not None:
+                await self.journal.plan_made(plan)
+            results = dict(self.journal.finished) if self.journal is not None else {}
         self._outputs.update((k, r) for k, r in results.items() if r.status == "ok")
+        return await self._rounds(messages, plan, results, cache_hit)
+
+    async def _rounds(
+        self, messages: list[dict[str, Any]], plan: Plan, results: dict[str, TaskResult], cache_hit: bool | None,
+    ) -> RunOutcome:
         overhead: list[float] = []
         stop: str | None = None
         answer: str | None = None
@@ -274,12 +366,22 @@ class PlanRun:
                 task_timeout_s=self.config.task_timeout_s, concurrency=self.config.concurrency,
                 per_key_limits=dict.fromkeys(self.config.executors, self.config.per_alias_concurrency),
                 retries=self.config.task_retries, prior_results=results, estimate=self._task_estimate,
+                defer=self.tools.is_client if self.tools is not None else None,
             ) if pending.tasks else None
+            deferred: list[Task] = []
             if schedule is not None:
-                results.update(schedule.results)
+                deferred = [t for t in pending.tasks if schedule.results.get(t.id, _NONE).status == "deferred"]
+                results.update((k, r) for k, r in schedule.results.items() if r.status != "deferred")
                 overhead += schedule.overhead_s
                 self._queue_waits += schedule.queue_wait_s
                 stop = schedule.stop_reason
+            if stop is None and deferred:
+                batch, stop = await self._client_batch(deferred, results)
+                if batch:
+                    return self._outcome("", None, results, overhead, list(plan.tasks), cache_hit=cache_hit,
+                                         tool_calls=batch, plan=plan)
+                if stop is None:
+                    continue  # calls whose arguments failed: run again, so what depends on them is skipped
             if stop is not None:
                 break
             action, text = await self._join(plan, results)
@@ -300,7 +402,10 @@ class PlanRun:
             plan = Plan(plan.tasks + replanned.tasks, replanned.final_instruction)
         if answer is None:
             answer = await self._answer_from_partial(plan, results, stop or "stopped")
-        return self._outcome(answer, stop, results, overhead, list(plan.tasks), cache_hit=cache_hit)
+        return self._outcome(answer, stop, results, overhead, list(plan.tasks), cache_hit=cache_hit, plan=plan)
+
+    def _tool_names(self) -> list[str]:
+        return list(self.tools.specs) if self.tools is not None else []
 
     def _stop_now(self) -> str | None:
         if self.budget.seconds_left() <= _ANSWER_RESERVE_S:
@@ -311,8 +416,25 @@ class PlanRun:
     def _outcome(
         self, answer: str, stop: str | None, results: dict[str, TaskResult], overhead: list[float],
         tasks: list[Task], fast_path: bool = False, cache_hit: bool | None = None,
+        tool_calls: list[tuple[Task, dict[str, Any]]] | None = None, plan: Plan | None = None,
     ) -> RunOutcome:
         tiers = {t.id: t.tier for t in tasks}
+        run_usage, run_cost = self.budget.usage(), self.budget.cost
+        before = self.prior.spent if self.prior is not None else {}
+        round_usage = {
+            "prompt_tokens": run_usage["prompt_tokens"] - int(before.get("prompt_tokens", 0)),
+            "completion_tokens": run_usage["completion_tokens"] - int(before.get("completion_tokens", 0)),
+        }
+        round_usage["total_tokens"] = round_usage["prompt_tokens"] + round_usage["completion_tokens"]
+        round_cost = run_cost - Decimal(str(before.get("cost", "0")))
+        earlier_rounds = self.prior.trace.get("rounds", []) if self.prior is not None else []
+        rounds = [*earlier_rounds, {
+            "round": len(earlier_rounds), "usage": round_usage, "cost_usd": str(round_cost),
+            "tasks_finished": [k for k, r in results.items() if self.prior is None or k not in self.prior.results],
+            "tool_calls": [{"task": t.id, "tool": t.tool, "arguments": a} for t, a in tool_calls or ()],
+            "duration_ms": round((time.monotonic() - self.started) * 1000, 1),
+        }]
+        called_with = self.tools.called_with if self.tools is not None else {}
         trace = {
             "meta_model": self.name,
             "stop_reason": stop,
@@ -320,17 +442,19 @@ class PlanRun:
             "plan_cache_hit": cache_hit,
             "plans": self.plans,
             "replans": self.budget.replans,
-            "tasks": [_task_record(r, tiers.get(r.task_id, "cheap")) for r in results.values()],
+            "tasks": [_task_record(r, tiers.get(r.task_id, "cheap"), called_with.get(r.task_id))
+                      for r in results.values()],
             "calls": self.calls,
             "notes": self.notes,
+            "rounds": rounds,
             "budget_left": self.budget.remaining(),
         }
         return RunOutcome(
             answer=answer,
-            finish_reason="length" if stop else "stop",
+            finish_reason="length" if stop else "tool_calls" if tool_calls else "stop",
             stop_reason=stop,
-            usage=self.budget.usage(),
-            cost=self.budget.cost,
+            usage=round_usage,
+            cost=round_cost,
             trace=trace,
             tasks_run=sum(1 for r in results.values() if r.status in ("ok", "failed", "cancelled")),
             llm_calls=self.budget.llm_calls,
@@ -341,7 +465,16 @@ class PlanRun:
             scheduler_overhead_s=overhead,
             task_queue_wait_s=self._queue_waits,
             cache_hit=cache_hit,
+            tool_calls=tool_calls or [],
+            plan=plan,
+            results=results,
+            spent=self.budget.spent(),
+            run_usage=run_usage,
+            run_cost=run_cost,
         )
+
+
+_NONE = TaskResult("", "skipped")
 
 
 def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
@@ -396,11 +529,14 @@ def _call_record(role: str, result: CallResult) -> dict[str, Any]:
     }
 
 
-def _task_record(result: TaskResult, tier: str) -> dict[str, Any]:
+def _task_record(result: TaskResult, tier: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
     latency = (result.ended_at - result.started_at) if result.started_at and result.ended_at else None
-    return {
+    record = {
         "id": result.task_id, "tier": tier, "status": result.status, "model": result.model,
         "attempts": result.attempts, "latency_ms": None if latency is None else round(latency * 1000, 1),
         "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
         "cost_usd": str(result.cost), "error": result.error, "finish_reason": result.finish_reason,
     }
+    if arguments is not None:
+        record["arguments"] = arguments
+    return record

@@ -16,13 +16,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from decimal import Decimal
 from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
 
 from planner.plan import Plan
+from planner.rounds import task_result_from
 from planner.scheduler import TaskResult
 
 _log = logging.getLogger("cutover.planner")
@@ -156,7 +156,7 @@ class Runs:
                 continue
             break
         finished = {
-            task_id.decode(): _task_result(orjson.loads(raw))
+            task_id.decode(): task_result_from(orjson.loads(raw))
             for task_id, raw in (await redis.hgetall(rkey + ":tasks")).items()
         }
         plan = orjson.loads(state[b"plan"]) if state.get(b"plan") else None
@@ -171,7 +171,3 @@ class Runs:
             with contextlib.suppress(RedisError, OSError):
                 await self._redis.hset(rkey, "heartbeat", time.time())
 
-
-def _task_result(data: dict[str, Any]) -> TaskResult:
-    data["cost"] = Decimal(str(data.get("cost", "0")))
-    return TaskResult(**data)

@@ -28,6 +28,12 @@ against the budget like any call. The semaphores are held through backoff, which
 back-pressure a struggling upstream needs. A task that fails for good skips every task that
 depends on it, transitively; the rest of the graph goes on.
 
+A tool task (`task.tool` set) is admitted against the budget's tool calls instead of its LLM
+calls, counts one tool call and runs once: the tool's runner owns its retry policy (only a
+read-only or idempotent tool may be called again). A task for which `defer(task)` is true is not
+run at all: when it becomes ready it is recorded as "deferred" (a client tool call to hand back
+to the client) and the tasks behind it wait, absent from the results, for a later `run_plan`.
+
 At `deadline_at` the stop reason becomes "deadline", running tasks are cancelled (status
 "cancelled"), everything else is skipped, and `run_plan` returns within `cancel_grace_s`
 even if a `run_task` ignores its cancellation. `deadline_at` is read on the injected
@@ -48,7 +54,7 @@ from typing import Literal, NamedTuple
 from planner.budget import DEADLINE, ZERO, Budget, Reservation, StopReason
 from planner.plan import Plan, Task, topological_order
 
-Status = Literal["ok", "failed", "skipped", "cancelled"]
+Status = Literal["ok", "failed", "skipped", "cancelled", "deferred"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +176,7 @@ async def run_plan(
     backoff_s: float = 0.2,
     estimate: Callable[[Task], Estimate] = completion_estimate,
     prior_results: Mapping[str, TaskResult] | None = None,
+    defer: Callable[[Task], bool] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     cancel_grace_s: float = 0.1,
@@ -193,7 +200,7 @@ async def run_plan(
         plan, run_task, budget=budget, deadline_at=deadline_at, task_timeout_s=task_timeout_s,
         concurrency=concurrency, per_key_limits=per_key_limits or {}, key_of=key_of, retries=retries,
         backoff_s=backoff_s, estimate=estimate, prior_results=prior_results or {}, clock=clock,
-        sleep=sleep, cancel_grace_s=cancel_grace_s,
+        sleep=sleep, cancel_grace_s=cancel_grace_s, defer=defer or _never,
     )
     return await run.run()
 
@@ -206,8 +213,12 @@ class _Run:
         concurrency: int, per_key_limits: Mapping[str, int], key_of: Callable[[Task], str], retries: int,
         backoff_s: float, estimate: Callable[[Task], Estimate], prior_results: Mapping[str, TaskResult],
         clock: Callable[[], float], sleep: Callable[[float], Awaitable[object]], cancel_grace_s: float,
+        defer: Callable[[Task], bool],
     ) -> None:
         self._plan = plan
+        self._defer = defer
+        # Tasks behind a deferred one: they cannot run in this call and get no result from it.
+        self._waiting: set[str] = set()
         self._run_task = run_task
         self._budget = budget
         self._deadline_at = deadline_at
@@ -269,7 +280,8 @@ class _Run:
                 runner.cancel()
             self._closed = True
         return ScheduleResult(
-            results={task.id: self.results.get(task.id) or self._cut_off(task.id) for task in self._plan.tasks},
+            results={task.id: self.results.get(task.id) or self._cut_off(task.id) for task in self._plan.tasks
+                     if task.id in self.results or task.id not in self._waiting},
             stop_reason=self.stop_reason,
             overhead_s=self.overhead_s,
             queue_wait_s=self.queue_wait_s,
@@ -289,6 +301,9 @@ class _Run:
 
     def _spawn(self, task: Task) -> None:
         self._ready_at[task.id] = self._clock()
+        if self._defer(task):
+            self._deferred(task)
+            return
         if self.stop_reason is not None:
             self._finish(self._skipped(task.id, f"not started: {self.stop_reason}"))
             return
@@ -310,7 +325,50 @@ class _Run:
             # A broken key_of or estimate must fail its task, not leave the run waiting for the deadline.
             self._finish(self._failed(task.id, f"scheduler error: {type(exc).__name__}: {exc}"))
 
+    def _deferred(self, task: Task) -> None:
+        self.results[task.id] = TaskResult(task.id, "deferred")
+        stack = list(self._dependents[task.id])
+        while stack:
+            dependent = stack.pop()
+            if dependent not in self._waiting:
+                self._waiting.add(dependent)
+                stack.extend(self._dependents[dependent])
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if len(self.results.keys() | self._waiting) == len(self._tasks):
+            self._all_done.set()
+
+    async def _call_tool(self, task: Task) -> None:
+        budget = self._budget
+        admitting = self._clock()
+        reason = self.stop_reason or budget.can_start_task() or budget.can_call_tools(1)
+        if reason is not None:
+            self._stop(reason)
+            self._finish(self._skipped(task.id, f"not started: {reason}"))
+            return
+        budget.note_task_started()
+        budget.note_tool_calls(1)
+        self._started_at[task.id] = started = self._clock()
+        waited = self._slot_wait[task.id] + (started - admitting)
+        self.queue_wait_s.append(waited)
+        self.overhead_s.append(max(0.0, started - self._ready_at[task.id] - waited))
+        self._attempts[task.id] = 1
+        try:
+            async with asyncio.timeout(self._task_timeout_s):
+                result = await self._run_task(task, {dep: self._inputs[dep] for dep in task.deps})
+        except TimeoutError:
+            self._finish(self._failed(task.id, f"timed out after {self._task_timeout_s:g}s"))
+        except Exception as exc:
+            self._finish(self._failed(task.id, f"{type(exc).__name__}: {exc}"))
+        else:
+            self._finish(dataclasses.replace(result, task_id=task.id, status="ok", error=None, started_at=started,
+                                             ended_at=self._clock(), attempts=1))
+
     async def _attempt_all(self, task: Task) -> None:
+        if task.tool is not None:
+            await self._call_tool(task)
+            return
         budget = self._budget
         estimate = self._estimate(task)
         admitting = self._clock()
@@ -421,5 +479,8 @@ class _Run:
                 if dependent not in self.results:
                     self.results[dependent] = self._skipped(dependent, why)
                     stack.extend(self._dependents[dependent])
-        if len(self.results) == len(self._tasks):
-            self._all_done.set()
+        self._check_done()
+
+
+def _never(task: Task) -> bool:
+    return False

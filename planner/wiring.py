@@ -11,9 +11,11 @@ from config.schema import GatewayConfig
 from metering.pricing import PriceBook
 from metering.usage import Usage
 from planner.internal import InternalCaller
+from planner.mcp import McpServers
 from planner.meta_model import MetaModel
 from planner.pricing import RateCeiling
 from planner.runs import Runs
+from store.base import Store
 from telemetry.planner_metrics import PlannerMetrics
 
 ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
@@ -29,7 +31,10 @@ def is_meta_provider(provider: str) -> bool:
 
 
 class MetaModels:
-    def __init__(self, config: GatewayConfig, prices: PriceBook, metrics: PlannerMetrics, replica: str) -> None:
+    def __init__(
+        self, config: GatewayConfig, prices: PriceBook, metrics: PlannerMetrics, replica: str,
+        store: Store | None = None,
+    ) -> None:
         self._config = config
         self._prices = prices
         # Internal calls authenticate with a key that exists only in this process's memory.
@@ -41,6 +46,9 @@ class MetaModels:
             redis = aioredis.Redis.from_url(config.store.url, socket_timeout=config.store.timeout_s)
         self._redis = redis
         self.runs = Runs(replica, redis)
+        used = {server for meta in config.meta_models.values() for server in meta.mcp_servers}
+        # One client per MCP server, shared by every meta-model that lists it (its concurrency bound is per server).
+        self.servers = McpServers({n: s for n, s in config.mcp_servers.items() if n in used}) if used else None
         self.models: dict[str, MetaModel] = {}
         for name, meta in config.meta_models.items():
             planner = config.models[meta.planner].targets[0]
@@ -50,7 +58,7 @@ class MetaModels:
             ):
                 return prices.cost(provider, model, Usage(usage["prompt_tokens"], usage["completion_tokens"]))
 
-            self.models[name] = MetaModel(name, meta, metrics, self.runs, equivalent)
+            self.models[name] = MetaModel(name, meta, metrics, self.runs, equivalent, store, self.servers)
 
     def providers(self) -> dict[str, MetaModel]:
         return {provider_name(name): model for name, model in self.models.items()}
@@ -68,5 +76,7 @@ class MetaModels:
             model.bind(InternalCaller(app, self.internal_key, name), ceiling)
 
     async def close(self) -> None:
+        if self.servers is not None:
+            await self.servers.close()
         if self._redis is not None:
             await self._redis.aclose()

@@ -8,7 +8,9 @@ recorded without its reason (or the reverse).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+RecordKind = Literal["response", "run"]
 
 
 class StoreUnavailable(Exception):
@@ -76,14 +78,16 @@ class Store(Protocol):
 
     async def kill_switches(self) -> set[str]: ...
 
-    # Stored Responses API answers and their conversations (gateway.conversations), opaque bytes here.
+    # Opaque records kept for a retention time, by kind: "response" (stored Responses API answers and
+    # their conversations, gateway.conversations) and "run" (plan-and-execute runs waiting for the
+    # client's tool results, planner.rounds).
 
-    async def put_response(self, response_id: str, record: bytes, ttl_s: float) -> None: ...
+    async def put_record(self, kind: RecordKind, key: str, record: bytes, ttl_s: float) -> None: ...
 
-    async def get_response(self, response_id: str) -> bytes | None:
+    async def get_record(self, kind: RecordKind, key: str) -> bytes | None:
         """None when unknown or expired."""
         ...
 
-    async def delete_response(self, response_id: str) -> bool:
+    async def delete_record(self, kind: RecordKind, key: str) -> bool:
         """True when there was one to delete."""
         ...

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from store.base import StoredMigration, StoreNotWritable
+from store.base import RecordKind, StoredMigration, StoreNotWritable
 
 
 class MemoryStore:
@@ -18,7 +18,7 @@ class MemoryStore:
         self._windows: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         self._leases: dict[str, tuple[str, float]] = {}
         self._kills: set[str] = set()
-        self._responses: dict[str, tuple[bytes, float]] = {}
+        self._records: dict[tuple[RecordKind, str], tuple[bytes, float]] = {}
         self.available = True
         self.writable = True
 
@@ -103,22 +103,22 @@ class MemoryStore:
         self._check()
         return set(self._kills)
 
-    async def put_response(self, response_id: str, record: bytes, ttl_s: float) -> None:
+    async def put_record(self, kind: RecordKind, key: str, record: bytes, ttl_s: float) -> None:
         self._check()
         now = self._clock()
         # Expired records go as new ones come, so the dict holds only what is still retained.
-        for stale in [k for k, (_, expires) in self._responses.items() if expires <= now]:
-            del self._responses[stale]
-        self._responses[response_id] = (record, now + ttl_s)
+        for stale in [k for k, (_, expires) in self._records.items() if expires <= now]:
+            del self._records[stale]
+        self._records[kind, key] = (record, now + ttl_s)
 
-    async def get_response(self, response_id: str) -> bytes | None:
+    async def get_record(self, kind: RecordKind, key: str) -> bytes | None:
         self._check()
-        found = self._responses.get(response_id)
+        found = self._records.get((kind, key))
         if found is None or found[1] <= self._clock():
             return None
         return found[0]
 
-    async def delete_response(self, response_id: str) -> bool:
+    async def delete_record(self, kind: RecordKind, key: str) -> bool:
         self._check()
-        found = self._responses.pop(response_id, None)
+        found = self._records.pop((kind, key), None)
         return found is not None and found[1] > self._clock()

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
 
-from store.base import StoredMigration, StoreNotWritable, StoreUnavailable
+from store.base import RecordKind, StoredMigration, StoreNotWritable, StoreUnavailable
 
 _COMMIT = """
 local current = redis.call('HGET', KEYS[1], 'version')
@@ -164,13 +164,13 @@ class RedisStore:
         rows = await self._call(lambda: self._redis.smembers(self._key("kill_switches")))
         return {r.decode() for r in rows}
 
-    async def put_response(self, response_id: str, record: bytes, ttl_s: float) -> None:
-        key = self._key("response", response_id)
-        await self._call(lambda: self._redis.set(key, record, px=max(1, int(ttl_s * 1000))))
+    async def put_record(self, kind: RecordKind, key: str, record: bytes, ttl_s: float) -> None:
+        name = self._key(kind, key)
+        await self._call(lambda: self._redis.set(name, record, px=max(1, int(ttl_s * 1000))))
 
-    async def get_response(self, response_id: str) -> bytes | None:
-        found = await self._call(lambda: self._redis.get(self._key("response", response_id)))
+    async def get_record(self, kind: RecordKind, key: str) -> bytes | None:
+        found = await self._call(lambda: self._redis.get(self._key(kind, key)))
         return bytes(found) if found is not None else None
 
-    async def delete_response(self, response_id: str) -> bool:
-        return bool(await self._call(lambda: self._redis.delete(self._key("response", response_id))))
+    async def delete_record(self, kind: RecordKind, key: str) -> bool:
+        return bool(await self._call(lambda: self._redis.delete(self._key(kind, key))))

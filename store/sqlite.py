@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from store.base import StoredMigration, StoreNotWritable, StoreUnavailable
+from store.base import RecordKind, StoredMigration, StoreNotWritable, StoreUnavailable
 
 _T = TypeVar("_T")
 
@@ -35,8 +35,12 @@ CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, 
 CREATE TABLE IF NOT EXISTS kill_switches (alias TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS responses (id TEXT PRIMARY KEY, record BLOB NOT NULL, expires_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS responses_by_expiry ON responses (expires_at);
+CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, record BLOB NOT NULL, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS runs_by_expiry ON runs (expires_at);
 """
 
+# Table names come from this fixed map, never from a caller's string.
+_RECORD_TABLES: dict[RecordKind, str] = {"response": "responses", "run": "runs"}
 _SELECT_MIGRATION = "SELECT id, spec, state, version FROM migrations"
 
 # Created by the first write probe rather than with the schema, so that a database that can only be read
@@ -252,22 +256,24 @@ class SQLiteStore:
         rows = await self._run(lambda c: c.execute("SELECT alias FROM kill_switches").fetchall())
         return {r[0] for r in rows}
 
-    async def put_response(self, response_id: str, record: bytes, ttl_s: float) -> None:
+    async def put_record(self, kind: RecordKind, key: str, record: bytes, ttl_s: float) -> None:
         now = self._clock()
+        table = _RECORD_TABLES[kind]
 
         def put(c: sqlite3.Connection) -> None:
-            c.execute("DELETE FROM responses WHERE expires_at <= ?", (now,))
-            c.execute("INSERT OR REPLACE INTO responses (id, record, expires_at) VALUES (?, ?, ?)",
-                      (response_id, record, now + ttl_s))
+            c.execute(f"DELETE FROM {table} WHERE expires_at <= ?", (now,))
+            c.execute(f"INSERT OR REPLACE INTO {table} (id, record, expires_at) VALUES (?, ?, ?)",
+                      (key, record, now + ttl_s))
 
         await self._run(put)
 
-    async def get_response(self, response_id: str) -> bytes | None:
+    async def get_record(self, kind: RecordKind, key: str) -> bytes | None:
         row = await self._run(lambda c: c.execute(
-            "SELECT record FROM responses WHERE id = ? AND expires_at > ?", (response_id, self._clock())).fetchone())
+            f"SELECT record FROM {_RECORD_TABLES[kind]} WHERE id = ? AND expires_at > ?",
+            (key, self._clock())).fetchone())
         return bytes(row[0]) if row else None
 
-    async def delete_response(self, response_id: str) -> bool:
+    async def delete_record(self, kind: RecordKind, key: str) -> bool:
         deleted = await self._run(lambda c: c.execute(
-            "DELETE FROM responses WHERE id = ? AND expires_at > ?", (response_id, self._clock())).rowcount)
+            f"DELETE FROM {_RECORD_TABLES[kind]} WHERE id = ? AND expires_at > ?", (key, self._clock())).rowcount)
         return bool(deleted)

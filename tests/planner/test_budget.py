@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import orjson
 import pytest
 
 from planner.budget import (
@@ -35,9 +36,10 @@ def make(clock: FakeClock | None = None, **caps: object) -> Budget:
 def test_defaults() -> None:
     caps = Caps()
     assert (caps.max_replans, caps.max_tasks, caps.max_llm_calls, caps.max_total_tokens) == (1, 32, 64, 200_000)
-    assert caps.max_cost_usd == Decimal("1.00") and caps.deadline_s == 120.0
+    assert caps.max_cost_usd == Decimal("1.00") and caps.deadline_s == 120.0 and caps.max_tool_calls == 16
     assert set(STOP_REASONS) == {
-        "max_llm_calls", "max_total_tokens", "max_cost_usd", "deadline", "max_tasks", "max_replans", "repeated_work"
+        "max_llm_calls", "max_total_tokens", "max_cost_usd", "deadline", "max_tasks", "max_replans", "repeated_work",
+        "max_tool_calls",
     }
 
 
@@ -165,6 +167,7 @@ def test_remaining_is_ready_for_a_prompt() -> None:
     clock.now = 12.34
     assert budget.remaining() == {
         "tokens": 8000, "dollars": "0.3765", "seconds": 47.7, "llm_calls": 8, "tasks": 32, "replans": 1,
+        "tool_calls": 16,
     }
     assert budget.usage() == {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500}
 
@@ -197,3 +200,26 @@ def test_waiting_cannot_free_a_call_slot() -> None:
     budget.reserve(1)
     assert budget.can_call(1) == MAX_LLM_CALLS
     assert not budget.held_back_by_calls_in_flight(1)
+
+
+def test_tool_calls_are_capped_apart_from_llm_calls() -> None:
+    budget = make(max_tool_calls=3, max_llm_calls=2)
+    assert budget.can_call_tools(3) is None and budget.can_call_tools(4) == "max_tool_calls"
+    budget.note_tool_calls(2)
+    assert budget.llm_calls == 0 and budget.tool_calls_left() == 1
+    assert budget.can_call_tools(1) is None and budget.can_call_tools(2) == "max_tool_calls"
+    budget.note_tool_calls(1)
+    assert budget.can_call_tools(1) == "max_tool_calls"
+    assert budget.can_call() is None  # LLM calls are still allowed
+
+
+def test_an_earlier_rounds_account_carries_over() -> None:
+    first = make(max_tool_calls=4, max_cost_usd=Decimal("1"))
+    first.charge(100, 20, Decimal("0.25"))
+    first.note_task_started()
+    first.note_tool_calls(3)
+    second = make(max_tool_calls=4, max_cost_usd=Decimal("1"))
+    second.add_spent(orjson.loads(orjson.dumps(first.spent())))
+    assert (second.llm_calls, second.total_tokens, second.cost, second.tasks_started, second.tool_calls) == (
+        1, 120, Decimal("0.25"), 1, 3)
+    assert second.can_call_tools(2) == "max_tool_calls"

@@ -114,12 +114,12 @@ async def test_sqlite_state_survives_reopening(tmp_path: Path) -> None:
 
 async def test_responses_are_kept_read_and_deleted(store: Store) -> None:
     record = b'{"response": {"id": "resp_1"}, "items": []}'
-    assert await store.get_response("resp_1") is None
-    await store.put_response("resp_1", record, ttl_s=3600)
-    assert await store.get_response("resp_1") == record
-    assert await store.delete_response("resp_1")
-    assert await store.get_response("resp_1") is None
-    assert not await store.delete_response("resp_1")
+    assert await store.get_record("response", "resp_1") is None
+    await store.put_record("response", "resp_1", record, ttl_s=3600)
+    assert await store.get_record("response", "resp_1") == record
+    assert await store.delete_record("response", "resp_1")
+    assert await store.get_record("response", "resp_1") is None
+    assert not await store.delete_record("response", "resp_1")
 
 
 @pytest.mark.parametrize("backend", ["memory", "sqlite"])
@@ -127,15 +127,24 @@ async def test_responses_expire_after_their_retention(backend: str, tmp_path: Pa
     now = [1000.0]
     store: Store = MemoryStore(clock=lambda: now[0]) if backend == "memory" else SQLiteStore(
         tmp_path / "state.sqlite", clock=lambda: now[0])
-    await store.put_response("old", b"a", ttl_s=10)
+    await store.put_record("response", "old", b"a", ttl_s=10)
     now[0] += 5
-    await store.put_response("new", b"b", ttl_s=10)
-    assert await store.get_response("old") == b"a"
+    await store.put_record("response", "new", b"b", ttl_s=10)
+    assert await store.get_record("response", "old") == b"a"
     now[0] += 6
-    assert await store.get_response("old") is None
-    assert not await store.delete_response("old")
-    assert await store.get_response("new") == b"b"
+    assert await store.get_record("response", "old") is None
+    assert not await store.delete_record("response", "old")
+    assert await store.get_record("response", "new") == b"b"
     await store.close()
+
+
+async def test_record_kinds_do_not_share_keys(store: Store) -> None:
+    await store.put_record("response", "same-id", b"answer", ttl_s=60)
+    assert await store.get_record("run", "same-id") is None
+    await store.put_record("run", "same-id", b"run state", ttl_s=60)
+    assert await store.get_record("response", "same-id") == b"answer"
+    assert await store.delete_record("run", "same-id")
+    assert await store.get_record("response", "same-id") == b"answer"
 
 
 async def test_expired_lease_is_taken_over() -> None:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import httpx2
 import orjson
@@ -99,7 +100,9 @@ class _Server:
 
     def redact(self, text: str) -> str:
         """`text` without the server's URL or header values, which may carry credentials."""
-        secrets = [self.config.url or "", *(value.get_secret_value() for value in self.config.headers.values())]
+        url = urlsplit(self.config.url or "")
+        secrets = [self.config.url, url.password, url.query]
+        secrets += [value.get_secret_value() for value in self.config.headers.values()]
         for secret in sorted(filter(None, secrets), key=len, reverse=True):
             text = text.replace(secret, "***")
         return text[:300]
@@ -299,6 +302,7 @@ class McpServers:
             raise _Unreachable("neither url nor command is configured")
         # Client(url) cannot send headers; an HTTP client of our own can, and is closed with the connection.
         headers = {name: value.get_secret_value() for name, value in config.headers.items()}
+        # The SDK's own defaults, but for connecting; a read may wait long on the server's event stream.
         timeout = httpx2.Timeout(30.0, connect=config.connect_timeout_s, read=300.0)
         http = await stack.enter_async_context(httpx2.AsyncClient(headers=headers, timeout=timeout))
         return Client(streamable_http_client(config.url, http_client=http), cache=None)

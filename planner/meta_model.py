@@ -15,11 +15,9 @@ messages, resumes the run from the store (planner.rounds), on whichever replica 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -28,15 +26,17 @@ import orjson
 from config.schema import MetaModelConfig
 from planner.cache import PlanCache
 from planner.internal import InternalCaller
+from planner.meta_stream import MetaStream
+from planner.outcome import RunOutcome
 from planner.pricing import RateCeiling
 from planner.reuse import normalised_shape
 from planner.rounds import Resume, RunState, call_id, find_resume, new_run_id, tool_call
-from planner.run import PlanRun, RunOutcome
+from planner.run import PlanRun
 from planner.runs import Journal, Runs
 from planner.tool_tasks import ToolServer
 from planner.tools import ToolRequestError, ToolSpec, check_tool_choice, client_tools, make_spec, offers_tools
 from providers.base import UpstreamReply, UpstreamRequest
-from providers.errors import RunFailed, UpstreamStatusError, UpstreamStreamBroken
+from providers.errors import RunFailed, UpstreamStatusError
 from store.base import Store, StoreUnavailable
 from telemetry.planner_metrics import PlannerMetrics
 
@@ -100,8 +100,9 @@ class MetaModel:
             state = await self._load(resume.run_id, request.client)
             answered = state.replies.get(str(resume.round))
             if answered is not None:
-                # A retried round (its answer was lost on the way): the same answer, nothing runs twice.
-                return answered
+                # A retried round (its answer was lost on the way): the same answer, nothing runs twice,
+                # and nothing is spent again.
+                return {**answered, "cost": "0"}
             if resume.round != state.round:
                 raise _client_error("messages", "These tool results answer an earlier round of the run, which "
                                     "was answered already; send the results of its latest tool calls.", "stale_run")
@@ -328,88 +329,7 @@ class MetaModel:
 
     async def open_stream(self, request: UpstreamRequest) -> MetaStream:
         self._client_specs(request.payload)
-        return MetaStream(self, request)
-
-
-class MetaStream:
-    """Frames the run as a chat.completion.chunk stream: role, optional progress, the answer, usage."""
-
-    def __init__(self, model: MetaModel, request: UpstreamRequest) -> None:
-        self._model = model
-        self._request = request
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._id = "chatcmpl-pe-" + os.urandom(12).hex()
-        self._created = int(time.time())
-        self.known_cost: Decimal | None = None
-        wants_progress = bool(_options(request.payload).get("progress"))
-        self._task = asyncio.ensure_future(self._run(wants_progress))
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-        return orjson.dumps({
-            "id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model.name,
-            "system_fingerprint": "cutover-plan-and-execute",
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra,
-        })
-
-    async def _run(self, wants_progress: bool) -> None:
-        put = self._queue.put_nowait
-        put(self._chunk({"role": "assistant", "content": ""}))
-
-        async def progress(line: str) -> None:
-            put(self._chunk({"cutover_progress": line}))
-
-        try:
-            result = await self._model._result(self._request, progress if wants_progress else None)
-        except Exception:
-            put(None)
-            raise
-        body = MetaModel._with_trace(result, self._request.payload)
-        choice = body["choices"][0]
-        for index, call in enumerate(choice["message"].get("tool_calls") or ()):
-            put(self._chunk({"tool_calls": [{"index": index, **call}]}))
-        words = (choice["message"]["content"] or "").split(" ")
-        for start in range(0, len(words), _CHUNK_WORDS) if choice["message"]["content"] else ():
-            piece = " ".join(words[start:start + _CHUNK_WORDS])
-            put(self._chunk({"content": piece if start == 0 else " " + piece}))
-        put(self._chunk({}, choice["finish_reason"], cutover=body["cutover"]))
-        put(orjson.dumps({
-            "id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model.name,
-            "choices": [], "usage": body["usage"],
-        }))
-        self.known_cost = Decimal(result["cost"])
-        put(b"[DONE]")
-
-    async def batches(self) -> AsyncIterator[list[bytes]]:
-        while True:
-            item = await self._queue.get()
-            if item is None:
-                raise UpstreamStreamBroken(f"the {self._model.name} run failed")
-            batch = [item]
-            while not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    self._queue.put_nowait(None)
-                    break
-                batch.append(nxt)
-            yield batch
-            if batch[-1] == b"[DONE]":
-                return
-
-    async def events(self) -> AsyncIterator[bytes]:
-        async for batch in self.batches():
-            for event in batch:
-                yield event
-
-    def abort(self) -> None:
-        # Without an idempotency key nobody can collect the answer: stop paying for it.
-        if not self._request.idempotency_key:
-            self._task.cancel()
-        self._queue.put_nowait(None)
-
-    async def aclose(self) -> None:
-        if self._task.done():
-            with contextlib.suppress(BaseException):
-                self._task.result()
+        return MetaStream(self.name, request, self._result, self._with_trace)
 
 
 def _spec_dict(spec: ToolSpec) -> dict[str, Any]:

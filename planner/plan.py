@@ -8,7 +8,7 @@ A planner answers once with JSON following `plan_json_schema()`:
 
 A reply goes through, with no I/O anywhere (re-plan and cache comparisons live in planner.reuse):
 
-    extract_json(text)        the first JSON object in the reply; code fences and chatter tolerated
+    extract_json(text)        the first JSON object in the reply (planner.extract)
     validate_plan(obj, ...)   shape and types, unique ids, dependency order, acyclicity, size, depth,
                               fan-in and tier limits -> a frozen `Plan`, or a list of errors that
                               name the offending task and are fit to send back for one repair
@@ -46,8 +46,6 @@ _TOOL_KEYS = ("tool", "arguments")
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")
 # A repair prompt with a hundred errors helps nobody; the first few say what is wrong.
 _MAX_ERRORS = 20
-# Each candidate object costs a linear scan; a reply with more stray braces than this is garbage.
-_MAX_CANDIDATES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,73 +136,6 @@ def response_format(limits: PlanLimits | None = None, tools: bool = False) -> di
     """The `response_format` body field asking for a plan in strict JSON-schema mode."""
     schema = plan_json_schema(limits, tools)
     return {"type": "json_schema", "json_schema": {"name": "plan", "strict": True, "schema": schema}}
-
-
-# Reading JSON out of a reply ---------------------------------------------------------------
-
-_SIGNIFICANT = re.compile(r'[{}"\\]')
-
-
-def _closing_brace(text: str, start: int) -> int | None:
-    """Index of the brace closing the object opened at `start`, ignoring braces inside strings."""
-    depth = 0
-    in_string = False
-    escaped_at = -1
-    for match in _SIGNIFICANT.finditer(text, start):
-        at = match.start()
-        if at == escaped_at:
-            continue
-        char = match.group()
-        if in_string:
-            if char == "\\":
-                escaped_at = at + 1
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return at
-    return None
-
-
-def extract_json(text: str) -> tuple[dict[str, Any] | None, str | None]:
-    """The first JSON object in `text` -> (object, None), or (None, what went wrong).
-
-    Accepts a bare object, one inside ``` or ```json fences, and one with prose before or
-    after it. Candidates start at each `{`; a balanced candidate that is not valid JSON is
-    skipped whole (so a nested object inside it is never mistaken for the plan).
-    """
-    if not text or not text.strip():
-        return None, "the reply is empty; expected a JSON object"
-    try:
-        whole = json.loads(text)
-    except ValueError:
-        pass
-    else:
-        if isinstance(whole, dict):
-            return whole, None
-        return None, f"expected a JSON object, got {json.dumps(whole)[:40]}"
-
-    error: str | None = None
-    start = text.find("{")
-    for _ in range(_MAX_CANDIDATES):
-        if start < 0:
-            break
-        end = _closing_brace(text, start)
-        if end is None:
-            error = error or f"the JSON object starting at character {start} is never closed (was the reply cut off?)"
-            start = text.find("{", start + 1)
-            continue
-        try:
-            return json.loads(text[start : end + 1]), None
-        except ValueError as exc:
-            error = error or f"invalid JSON in the object starting at character {start}: {exc}"
-            start = text.find("{", end + 1)
-    return None, error or "no JSON object found in the reply (expected one object: {...})"
 
 
 # Validation ----------------------------------------------------------------------------------

@@ -53,6 +53,29 @@ def conversation_text(messages: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """A prompt's size for budget estimates: about four characters a token, plus a few per message."""
+    return sum(4 + (len(conversation_text([m])) + 3) // 4 for m in messages)
+
+
+# Prompt tokens held for a content part that is not text (an image...): more than an image costs
+# at OpenAI's high detail for a 2048 x 2048 picture (~1,100); bytes bound text, not pictures.
+NON_TEXT_PART_TOKENS = 2_000
+
+
+def prompt_token_bound(messages: list[dict[str, Any]]) -> int:
+    """More prompt tokens than any tokenizer makes of these messages: a token is at least one byte
+    of the message's JSON (content, tool calls, names), plus a few per message for the chat format,
+    plus `NON_TEXT_PART_TOKENS` per image or other non-text part. Dollars are held at this."""
+    total = 0
+    for message in messages:
+        content = message.get("content")
+        parts = content if isinstance(content, list) else ()
+        pictures = sum(1 for p in parts if not (isinstance(p, dict) and p.get("type") == "text"))
+        total += 8 + len(orjson.dumps(message)) + pictures * NON_TEXT_PART_TOKENS
+    return total
+
+
 def planner_messages(
     messages: list[dict[str, Any]], budget: dict[str, Any], max_tasks: int, feedback: str | None = None,
     done: str | None = None, tools: str | None = None,

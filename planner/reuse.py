@@ -81,3 +81,20 @@ def normalised_shape(messages: Sequence[Mapping[str, Any]]) -> str:
     ]
     # The version prefix retires every old key when the normalisation changes.
     return hashlib.sha256(("shape-v1\n" + "\n".join(lines)).encode()).hexdigest()
+
+
+def instructions_of(obj: Any) -> list[str]:
+    """The task instructions of a planner reply, valid or not; "" for a task without one (never a repeat).
+    A tool task reads as its call, so a re-plan calling the same tool the same way repeats it."""
+    tasks = obj.get("tasks") if isinstance(obj, dict) else None
+    if not isinstance(tasks, list):
+        return []
+    return [_instruction(t) for t in tasks]
+
+
+def _instruction(task: Any) -> str:
+    if not isinstance(task, dict):
+        return ""
+    if isinstance(task.get("tool"), str):
+        return f"call {task['tool']} with {task.get('arguments')}"
+    return task["instruction"] if isinstance(task.get("instruction"), str) else ""

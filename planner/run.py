@@ -21,61 +21,35 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import orjson
-
 from config.schema import MetaModelConfig
-from planner.budget import DEADLINE, MAX_TOOL_CALLS, REPEATED_WORK, Budget, BudgetExhausted, Caps
+from planner.budget import DEADLINE, REPEATED_WORK, Budget, BudgetExhausted, Caps
+from planner.extract import extract_json
 from planner.internal import CallFailed, CallResult, InternalCaller
-from planner.plan import Plan, PlanLimits, Task, extract_json, response_format, validate_plan
+from planner.outcome import RunOutcome, call_record, round_account, task_record
+from planner.plan import Plan, PlanLimits, Task, response_format, validate_plan
 from planner.pricing import RateCeiling
 from planner.prompts import (
     conversation_text,
     joiner_messages,
     planner_messages,
+    prompt_token_bound,
+    prompt_tokens,
     repair_messages,
     task_messages,
     tool_repair_messages,
 )
-from planner.reuse import repeats_work
+from planner.reuse import instructions_of, repeats_work
 from planner.rounds import RunState
 from planner.scheduler import AttemptFailed, Estimate, TaskResult, render_inputs, run_plan
-from planner.tool_tasks import BadArguments, ToolServer, ToolTasks
+from planner.tool_tasks import ToolServer, ToolTasks
 from planner.tools import ToolSpec, catalogue
 
 Progress = Callable[[str], Awaitable[None]]
 # Time kept back from the deadline for writing the answer from partial results.
 _ANSWER_RESERVE_S = 0.05
-
-
-@dataclass
-class RunOutcome:
-    answer: str
-    finish_reason: str
-    stop_reason: str | None
-    usage: dict[str, int]
-    cost: Decimal
-    trace: dict[str, Any]
-    tasks_run: int
-    llm_calls: int
-    replans: int
-    duration_s: float
-    task_durations: list[tuple[str, float]] = field(default_factory=list)
-    scheduler_overhead_s: list[float] = field(default_factory=list)
-    task_queue_wait_s: list[float] = field(default_factory=list)
-    cache_hit: bool | None = None
-    # A round that ends with client tool calls: (task, its checked arguments), in plan order.
-    tool_calls: list[tuple[Task, dict[str, Any]]] = field(default_factory=list)
-    # For the next round: the plan so far, every finished task, and the run's whole account.
-    plan: Plan | None = None
-    results: dict[str, TaskResult] = field(default_factory=dict)
-    spent: dict[str, int | str] = field(default_factory=dict)
-    # The run's usage and cost over all its rounds (`usage` and `cost` are this round's).
-    run_usage: dict[str, int] = field(default_factory=dict)
-    run_cost: Decimal = Decimal(0)
 
 
 class PlanRun:
@@ -125,7 +99,7 @@ class PlanRun:
         json_format: dict[str, Any] | None = None,
     ) -> CallResult | None:
         """A planner/joiner/fast-path call under the budget; None when the budget or the upstream says no."""
-        prompt, prompt_bound = _prompt_tokens(messages), _prompt_token_bound(messages)
+        prompt, prompt_bound = prompt_tokens(messages), prompt_token_bound(messages)
         left = self.budget.remaining()
         room = int(left["tokens"]) - prompt
         affordable = self.ceiling.affordable_completion(alias, prompt_bound, Decimal(str(left["dollars"])))
@@ -154,7 +128,7 @@ class PlanRun:
             self.calls.append({"role": role, "alias": alias, "status": "failed", "error": str(exc)[:200]})
             return None
         self.budget.charge(result.prompt_tokens, result.completion_tokens, result.cost, reservation)
-        self.calls.append(_call_record(role, result))
+        self.calls.append(call_record(role, result))
         return result
 
     async def _task(self, task: Task, inputs: dict[str, TaskResult]) -> TaskResult:
@@ -199,34 +173,6 @@ class PlanRun:
                                   {"type": "json_object"})
         return result.text if result is not None else None
 
-    async def _client_batch(self, tasks: list[Task], results: dict[str, TaskResult]) -> (
-        tuple[list[tuple[Task, dict[str, Any]]], str | None]
-    ):
-        """The ready client tool calls to hand back now, with checked arguments, or why none may be made.
-
-        Every ready call goes in one batch, or only the first with `parallel_tool_calls: false`; never
-        more than the tool calls left. A call whose arguments cannot be repaired fails its task here.
-        """
-        assert self.tools is not None
-        tasks = tasks if self.parallel_tool_calls else tasks[:1]
-        left = min(self.budget.tool_calls_left(), self.budget.caps.max_tasks - self.budget.tasks_started)
-        if left <= 0:
-            return [], self.budget.can_call_tools(1) or self.budget.can_start_task() or MAX_TOOL_CALLS
-        tasks = tasks[:left]
-        checked = await asyncio.gather(*(self.tools.arguments(t, {d: results[d] for d in t.deps}) for t in tasks),
-                                       return_exceptions=True)
-        batch = []
-        for task, arguments in zip(tasks, checked, strict=True):
-            if isinstance(arguments, BadArguments):
-                results[task.id] = TaskResult(task.id, "failed", error=str(arguments))
-            elif isinstance(arguments, BaseException):
-                raise arguments
-            else:
-                batch.append((task, arguments))
-                self.budget.note_task_started()
-        self.budget.note_tool_calls(len(batch))
-        return batch, None
-
     def _executor(self, task: Task) -> str:
         return self.config.executors.get(task.tier) or self.config.executors["cheap"]
 
@@ -235,8 +181,8 @@ class PlanRun:
         completion cap, in tokens and in dollars at the dearest target of its executor alias."""
         inputs = render_inputs(task, self._outputs, self.config.input_chars)
         messages = task_messages(self._goal, task.instruction, inputs)
-        cost = self.ceiling.worst_case(self._executor(task), _prompt_token_bound(messages), task.max_tokens)
-        return Estimate(_prompt_tokens(messages) + task.max_tokens, cost)
+        cost = self.ceiling.worst_case(self._executor(task), prompt_token_bound(messages), task.max_tokens)
+        return Estimate(prompt_tokens(messages) + task.max_tokens, cost)
 
     # -- phases -------------------------------------------------------------------------------
     async def _plan(self, messages: list[dict[str, Any]], feedback: str | None, done: dict[str, TaskResult]) -> (
@@ -257,7 +203,7 @@ class PlanRun:
             if result is None:
                 return None
             obj, error = extract_json(result.text)
-            if known and repeats_work(_instructions_of(obj), earlier):
+            if known and repeats_work(instructions_of(obj), earlier):
                 # Checked before validation: the very same plan again (its ids taken by finished
                 # tasks) is a repeat to stop at, not an invalid plan to spend a repair call on.
                 self.notes.append(f"{attempt} repeats work that already ran")
@@ -376,7 +322,8 @@ class PlanRun:
                 self._queue_waits += schedule.queue_wait_s
                 stop = schedule.stop_reason
             if stop is None and deferred:
-                batch, stop = await self._client_batch(deferred, results)
+                assert self.tools is not None
+                batch, stop = await self.tools.client_batch(deferred, results, self.budget, self.parallel_tool_calls)
                 if batch:
                     return self._outcome("", None, results, overhead, list(plan.tasks), cache_hit=cache_hit,
                                          tool_calls=batch, plan=plan)
@@ -420,13 +367,7 @@ class PlanRun:
     ) -> RunOutcome:
         tiers = {t.id: t.tier for t in tasks}
         run_usage, run_cost = self.budget.usage(), self.budget.cost
-        before = self.prior.spent if self.prior is not None else {}
-        round_usage = {
-            "prompt_tokens": run_usage["prompt_tokens"] - int(before.get("prompt_tokens", 0)),
-            "completion_tokens": run_usage["completion_tokens"] - int(before.get("completion_tokens", 0)),
-        }
-        round_usage["total_tokens"] = round_usage["prompt_tokens"] + round_usage["completion_tokens"]
-        round_cost = run_cost - Decimal(str(before.get("cost", "0")))
+        round_usage, round_cost = round_account(self.prior.spent if self.prior else {}, run_usage, run_cost)
         earlier_rounds = self.prior.trace.get("rounds", []) if self.prior is not None else []
         rounds = [*earlier_rounds, {
             "round": len(earlier_rounds), "usage": round_usage, "cost_usd": str(round_cost),
@@ -442,7 +383,7 @@ class PlanRun:
             "plan_cache_hit": cache_hit,
             "plans": self.plans,
             "replans": self.budget.replans,
-            "tasks": [_task_record(r, tiers.get(r.task_id, "cheap"), called_with.get(r.task_id))
+            "tasks": [task_record(r, tiers.get(r.task_id, "cheap"), called_with.get(r.task_id))
                       for r in results.values()],
             "calls": self.calls,
             "notes": self.notes,
@@ -477,29 +418,6 @@ class PlanRun:
 _NONE = TaskResult("", "skipped")
 
 
-def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    """A prompt's size for budget estimates: about four characters a token, plus a few per message."""
-    return sum(4 + (len(conversation_text([m])) + 3) // 4 for m in messages)
-
-
-# Prompt tokens held for a content part that is not text (an image...): more than an image costs
-# at OpenAI's high detail for a 2048 x 2048 picture (~1,100); bytes bound text, not pictures.
-_NON_TEXT_PART_TOKENS = 2_000
-
-
-def _prompt_token_bound(messages: list[dict[str, Any]]) -> int:
-    """More prompt tokens than any tokenizer makes of these messages: a token is at least one byte
-    of the message's JSON (content, tool calls, names), plus a few per message for the chat format,
-    plus `_NON_TEXT_PART_TOKENS` per image or other non-text part. Dollars are held at this."""
-    total = 0
-    for message in messages:
-        content = message.get("content")
-        parts = content if isinstance(content, list) else ()
-        pictures = sum(1 for p in parts if not (isinstance(p, dict) and p.get("type") == "text"))
-        total += 8 + len(orjson.dumps(message)) + pictures * _NON_TEXT_PART_TOKENS
-    return total
-
-
 def _is_short_single_step(messages: list[dict[str, Any]], max_chars: int) -> bool:
     users = [m for m in messages if m.get("role") == "user"]
     if len(users) != 1 or any(m.get("role") in ("assistant", "tool") for m in messages):
@@ -508,35 +426,5 @@ def _is_short_single_step(messages: list[dict[str, Any]], max_chars: int) -> boo
     return isinstance(content, str) and len(content) <= max_chars
 
 
-def _instructions_of(obj: Any) -> list[str]:
-    """The task instructions of a planner reply, valid or not; "" for a task without one (never a repeat)."""
-    tasks = obj.get("tasks") if isinstance(obj, dict) else None
-    if not isinstance(tasks, list):
-        return []
-    return [t["instruction"] if isinstance(t, dict) and isinstance(t.get("instruction"), str) else ""
-            for t in tasks]
-
-
 def _tasks_of(plan: dict[str, Any]) -> list[Task]:
     return [Task(id=t["id"], instruction=t["instruction"]) for t in plan.get("tasks", [])]
-
-
-def _call_record(role: str, result: CallResult) -> dict[str, Any]:
-    return {
-        "role": role, "alias": result.alias, "provider": result.provider, "model": result.model, "status": "ok",
-        "latency_ms": round(result.latency_s * 1000, 1), "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens, "cost_usd": str(result.cost),
-    }
-
-
-def _task_record(result: TaskResult, tier: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
-    latency = (result.ended_at - result.started_at) if result.started_at and result.ended_at else None
-    record = {
-        "id": result.task_id, "tier": tier, "status": result.status, "model": result.model,
-        "attempts": result.attempts, "latency_ms": None if latency is None else round(latency * 1000, 1),
-        "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-        "cost_usd": str(result.cost), "error": result.error, "finish_reason": result.finish_reason,
-    }
-    if arguments is not None:
-        record["arguments"] = arguments
-    return record

@@ -8,11 +8,14 @@ call to the server.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-from planner.plan import Task, extract_json
+from planner.budget import MAX_TOOL_CALLS, Budget, StopReason
+from planner.extract import extract_json
+from planner.plan import Task
 from planner.rounds import tool_key
 from planner.scheduler import AttemptFailed, TaskResult
 from planner.tools import ToolSpec, fill_references
@@ -79,3 +82,30 @@ class ToolTasks:
             raise AttemptFailed(str(exc)[:500], retryable=False) from None
         return TaskResult(task.id, output=output, started_at=started, ended_at=time.time(), attempts=1,
                           model=spec.source)
+
+    async def client_batch(self, tasks: list[Task], results: dict[str, TaskResult], budget: Budget,
+                           parallel: bool) -> tuple[list[tuple[Task, dict[str, Any]]], StopReason | None]:
+        """The ready client tool calls to hand back now, with checked arguments, or why none may be made.
+
+        Every ready call goes in one batch, or only the first when the client asked for no parallel
+        calls; never more than the tool calls and tasks left. A call whose arguments cannot be
+        repaired fails its task here (its dependents are skipped when the scheduler next runs).
+        """
+        tasks = tasks if parallel else tasks[:1]
+        left = min(budget.tool_calls_left(), budget.caps.max_tasks - budget.tasks_started)
+        if left <= 0:
+            return [], budget.can_call_tools(1) or budget.can_start_task() or MAX_TOOL_CALLS
+        tasks = tasks[:left]
+        checked = await asyncio.gather(*(self.arguments(t, {d: results[d] for d in t.deps}) for t in tasks),
+                                       return_exceptions=True)
+        batch = []
+        for task, arguments in zip(tasks, checked, strict=True):
+            if isinstance(arguments, BadArguments):
+                results[task.id] = TaskResult(task.id, "failed", error=str(arguments))
+            elif isinstance(arguments, BaseException):
+                raise arguments
+            else:
+                batch.append((task, arguments))
+                budget.note_task_started()
+        budget.note_tool_calls(len(batch))
+        return batch, None

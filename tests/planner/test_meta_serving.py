@@ -272,8 +272,10 @@ def test_the_meta_model_answers_the_responses_api_too(make_rig: RigFactory) -> N
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_tools_offered_to_the_meta_model_are_refused_not_dropped(make_rig: RigFactory, stream: bool) -> None:
-    rig = make_rig(plan=plan_text(DIAMOND))
+def test_tools_offered_to_a_meta_model_without_tool_support_are_refused_not_dropped(
+    make_rig: RigFactory, stream: bool,
+) -> None:
+    rig = make_rig(plan=plan_text(DIAMOND), meta=meta_config(client_tools=False))
     tools: Any = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
     with pytest.raises(openai.BadRequestError) as caught:
         rig.client.chat.completions.create(model=META, messages=[{"role": "user", "content": GOAL}], tools=tools,

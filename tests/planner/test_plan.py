@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
+from planner.extract import extract_json
 from planner.plan import (
     Plan,
     PlanLimits,
     Task,
-    extract_json,
     plan_json_schema,
     response_format,
     topological_order,
@@ -347,3 +347,61 @@ def test_content_parts_are_read_like_strings() -> None:
     assert normalised_shape(parts) == normalised_shape([{"role": "user", "content": "summarise item 99"}])
     with_image = [{"role": "user", "content": [{"type": "text", "text": "Summarise item 4"}, {"type": "image_url"}]}]
     assert normalised_shape(with_image) != normalised_shape(parts)
+
+
+# Tool tasks -----------------------------------------------------------------------------------
+
+
+TOOLS = ("get_weather", "search")
+
+
+def tool_task(task_id: str, tool: str, arguments: Any, *deps: str) -> dict[str, Any]:
+    return {"id": task_id, "tool": tool, "arguments": arguments, "deps": list(deps)}
+
+
+def test_tool_tasks_mix_with_model_tasks() -> None:
+    obj = {"tasks": [task("t1"), tool_task("w1", "get_weather", {"city": "${t1}"}, "t1"),
+                     tool_task("w2", "search", '{"q": "bikes"}'), task("t3", "w1", "w2")],
+           "final_instruction": "combine"}
+    plan, errors = validate_plan(obj, tool_names=TOOLS)
+    assert errors == [] and plan is not None
+    w1, w2 = plan.tasks[1], plan.tasks[2]
+    assert (w1.tool, w1.arguments, w1.deps) == ("get_weather", {"city": "${t1}"}, ("t1",))
+    # Strict structured output gives the arguments as JSON text: read as the object.
+    assert w2.arguments == {"q": "bikes"}
+    # A plan round-trips through its dict (journal, run state, cache).
+    again, errors = validate_plan(plan.to_dict(), tool_names=TOOLS)
+    assert errors == [] and again == plan
+
+
+def test_strict_output_tool_tasks_carry_null_model_fields_and_model_tasks_null_tool_fields() -> None:
+    obj = {"tasks": [{**task("t1"), "tool": None, "arguments": None},
+                     {**tool_task("w1", "search", '{"q": "x"}'), "instruction": "", "tier": "cheap", "max_tokens": 1}],
+           "final_instruction": "combine"}
+    plan, errors = validate_plan(obj, tool_names=TOOLS)
+    assert errors == [] and plan is not None and plan.tasks[0].tool is None and plan.tasks[1].tool == "search"
+
+
+@pytest.mark.parametrize(("raw", "wanted"), [
+    (tool_task("w1", "fly", {}), "unknown tool 'fly' (available: get_weather, search)"),
+    (tool_task("w1", "search", "{not json"), "arguments are not valid JSON"),
+    (tool_task("w1", "search", ["a"]), "arguments must be a JSON object"),
+    (tool_task("w1", "search", {"q": "${t9}"}), "arguments reference ${t9}, which is not one of this task's deps"),
+    ({**task("t2"), "arguments": {"q": 1}}, "arguments belong to a tool task"),
+])
+def test_tool_task_errors_are_fit_for_a_repair(raw: dict[str, Any], wanted: str) -> None:
+    plan, errors = validate_plan({"tasks": [raw], "final_instruction": "x"}, tool_names=TOOLS)
+    assert plan is None and any(wanted in e for e in errors), errors
+
+
+def test_without_tools_on_offer_a_tool_task_is_an_unexpected_key() -> None:
+    plan, errors = validate_plan({"tasks": [tool_task("w1", "search", {})], "final_instruction": "x"})
+    assert plan is None and any("unexpected key 'tool'" in e for e in errors)
+
+
+def test_the_schema_with_tools_stays_strict() -> None:
+    schema = plan_json_schema(tools=True)
+    item = schema["properties"]["tasks"]["items"]
+    assert item["required"] == ["id", "instruction", "deps", "tier", "max_tokens", "tool", "arguments"]
+    assert item["additionalProperties"] is False
+    assert "tool" not in plan_json_schema()["properties"]["tasks"]["items"]["properties"]

@@ -7,7 +7,8 @@ from decimal import Decimal
 from config.schema import ModelPrice
 from metering.pricing import PriceBook
 from planner.pricing import RateCeiling
-from planner.run import _NON_TEXT_PART_TOKENS, _prompt_token_bound
+from planner.prompts import NON_TEXT_PART_TOKENS as _NON_TEXT_PART_TOKENS
+from planner.prompts import prompt_token_bound as _prompt_token_bound
 
 PRICES = PriceBook({
     "cheap/small": ModelPrice(input=Decimal("0.10"), output=Decimal("0.40")),

@@ -562,3 +562,57 @@ def test_render_inputs_says_when_an_input_is_missing_or_failed() -> None:
     assert '<<<result id="t1" status="failed">>>\n(no output: timed out after 5s)\n<<<end t1>>>' in text
     assert '<<<result id="t2" status="missing">>>\n(no result)\n<<<end t2>>>' in text
     assert render_inputs(Task("t0", "x"), results) == ""
+
+
+# Tool tasks and deferred (client) tool calls ------------------------------------------------------
+
+
+def tool_graph() -> Plan:
+    """w1, w2: tool calls; c: a model task on both; s: a server tool call; x: on s."""
+    return Plan((
+        Task("w1", "call get_weather", tool="get_weather", arguments={"city": "Paris"}),
+        Task("w2", "call get_weather", tool="get_weather", arguments={"city": "Berlin"}),
+        Task("c", "compare", ("w1", "w2")),
+        Task("s", "call search", tool="search", arguments={}),
+        Task("x", "use search", ("s",)),
+    ), "combine")
+
+
+async def test_deferred_tasks_hold_back_what_depends_on_them_and_the_rest_runs() -> None:
+    fake = Fake(gated=False)
+    budget = Budget(Caps(max_tool_calls=5))
+    result = await within(start(tool_graph(), fake, budget=budget, defer=lambda t: t.tool == "get_weather"))
+    # The deferred calls are handed back; the task behind them has no result; the server call and its
+    # dependent ran.
+    assert statuses(result) == {"w1": "deferred", "w2": "deferred", "s": "ok", "x": "ok"}
+    assert fake.calls == Counter({"s": 1, "x": 1})
+    # A server tool call counts as a tool call, not an LLM call; deferred calls count nothing here.
+    assert (budget.tool_calls, budget.llm_calls, budget.tasks_started) == (1, 1, 2)
+
+
+async def test_a_resumed_schedule_runs_what_the_clients_results_unblock() -> None:
+    fake = Fake(gated=False)
+    prior = {k: TaskResult(k, output=f"client-{k}") for k in ("w1", "w2")}
+    rest = Plan(tuple(t for t in tool_graph().tasks if t.id == "c"), "combine")
+    result = await within(start(rest, fake, prior_results=prior, defer=lambda t: t.tool == "get_weather"))
+    assert statuses(result) == {"c": "ok"}
+    assert {k: r.output for k, r in fake.inputs["c"].items()} == {"w1": "client-w1", "w2": "client-w2"}
+
+
+async def test_a_server_tool_call_runs_once_even_when_it_fails() -> None:
+    fake = Fake(gated=False, fail={"s": 1})
+    budget = Budget(Caps(max_tool_calls=5))
+    plan = Plan(tool_graph().tasks[3:], "combine")
+    result = await within(start(plan, fake, budget=budget, retries=3))
+    # The tool's own runner decides what may be retried; the scheduler never calls a tool twice.
+    assert statuses(result) == {"s": "failed", "x": "skipped"}
+    assert fake.calls["s"] == 1 and fake.sleeps == []
+
+
+async def test_max_tool_calls_stops_server_tool_calls() -> None:
+    fake = Fake(gated=False)
+    plan = Plan(tuple(Task(f"s{i}", "call search", tool="search", arguments={}) for i in range(10)), "combine")
+    budget = Budget(Caps(max_tool_calls=3))
+    result = await within(start(plan, fake, budget=budget, concurrency=1))
+    assert result.stop_reason == "max_tool_calls"
+    assert sum(1 for r in result.results.values() if r.status == "ok") == 3 and budget.tool_calls == 3

@@ -114,6 +114,11 @@ class MetaModel:
             return await self._runs.run(key, resumed)
         specs = self._client_specs(request.payload)
         run_id = new_run_id(self.name, request.client, request.idempotency_key)
+        started = await self._started(run_id, request) if request.idempotency_key and specs else None
+        if started is not None:
+            # A client retry of a request that handed back tool calls: the same calls, even on another
+            # replica or after a restart, so the client never runs a tool twice.
+            return {**started, "cost": "0"}
         retry_key = f"{self.name}:{request.client}:{request.idempotency_key}" if request.idempotency_key else None
 
         async def execute(journal: Journal, stored_plan: dict[str, Any] | None) -> dict[str, Any]:
@@ -134,6 +139,16 @@ class MetaModel:
                                 "knows (it expired, or was started by another key); start the request again.",
                                 "run_not_found")
         return state
+
+    async def _started(self, run_id: str, request: UpstreamRequest) -> dict[str, Any] | None:
+        try:
+            raw = await self._store.get_record("run", run_id) if self._store is not None else None
+        except StoreUnavailable:
+            return None  # the in-process record of the run (planner.runs) still catches a retry here
+        state = RunState.from_json(raw) if raw is not None else None
+        if state is None or state.meta != self.name or state.client != request.client:
+            return None
+        return state.replies.get("start")
 
     async def _save(self, state: RunState) -> None:
         if self._store is None:
@@ -249,8 +264,7 @@ class MetaModel:
         message["content"] = None
         message["tool_calls"] = [tool_call(cid, task.tool or "", arguments) for cid, task, arguments in calls]
         result = {"body": body, "cost": str(outcome.cost), "trace": outcome.trace}
-        if answering is not None:
-            state.replies[str(answering)] = result
+        state.replies["start" if answering is None else str(answering)] = result
         await self._save(state)
         return result
 

@@ -39,4 +39,7 @@ def configure_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # The MCP client's HTTP library logs each request's full URL at INFO, which may carry a credential.
+    for chatty in ("httpx2", "mcp"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 

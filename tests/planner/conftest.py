@@ -177,6 +177,7 @@ def make_rig() -> Iterator[RigFactory]:
         planner_settings: dict[str, Any] | None = None, joiner_settings: dict[str, Any] | None = None,
         cheap_settings: dict[str, Any] | None = None, strong_settings: dict[str, Any] | None = None,
         more_planners: Iterable[tuple[str, dict[str, Any]]] = (), attempts: int = 2, timeout: float = 30.0,
+        extra: dict[str, Any] | None = None,
     ) -> Rig:
         replies = {PLANNER_M: plan, JOINER_M: joiner}
         per_role = {PLANNER_M: planner_settings, JOINER_M: joiner_settings, CHEAP_M: cheap_settings,
@@ -209,7 +210,7 @@ def make_rig() -> Iterator[RigFactory]:
                 "strong": {"targets": [{"provider": f"up-{STRONG_M}", "model": STRONG_M}]},
             },
             prices={**PRICES, **{m: PRICES[PLANNER_M] for m in planners}}, routing=routing(attempts=attempts),
-            extra={"meta_models": {META: meta or meta_config()}},
+            extra={"meta_models": {META: meta or meta_config()}, **(extra or {})},
         )
         gw = BackgroundGateway(config).start()
         gateways.append(gw)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from openai import BadRequestError, OpenAI
 
 from tests.planner.conftest import CHEAP_M, JOINER_ANSWER, META, RigFactory, meta_config, plan_text, task, user_text
+from tests.support import CLIENT_KEY, BackgroundGateway
 
 WEATHER_TOOL = {
     "type": "function",
@@ -226,3 +228,28 @@ def test_max_tool_calls_stops_a_planner_asking_for_a_hundred(make_rig: RigFactor
     assert second.choices[0].finish_reason == "length"
     assert not second.choices[0].message.tool_calls
     assert second.model_extra["cutover"]["stop_reason"] == "max_tool_calls"  # type: ignore[index]
+
+
+def test_a_client_retry_after_a_restart_gets_the_same_calls_from_the_store(
+    make_rig: RigFactory, tmp_path: Path,
+) -> None:
+    rig = make_rig(plan=weather_plan(), extra={"store": {"backend": "sqlite", "path": str(tmp_path / "s.sqlite")}})
+    messages = [{"role": "user", "content": QUESTION}]
+    headers = {"Idempotency-Key": "tool-loop-restart"}
+    first = rig.client.chat.completions.create(model=META, messages=messages, tools=[WEATHER_TOOL],
+                                               extra_headers=headers)
+    # The same gateway config on a fresh process state: only the store remembers the run.
+    rig.gw.stop()
+    again_gw = BackgroundGateway(rig.gw.config).start()
+    try:
+        client = OpenAI(base_url=again_gw.base_url, api_key=CLIENT_KEY, max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(model=META, messages=messages, tools=[WEATHER_TOOL],
+                                                               extra_headers=headers)
+        again = raw.parse()
+        client.close()
+    finally:
+        again_gw.stop()
+    assert [c.id for c in again.choices[0].message.tool_calls or ()] == [
+        c.id for c in first.choices[0].message.tool_calls or ()]
+    assert len(rig.ok_requests("planner-m")) == 1
+    assert Decimal(raw.headers["x-cutover-cost-usd"]) == 0  # nothing was spent again

@@ -288,6 +288,10 @@ class MetaModel:
             m.overhead.labels(name).observe(seconds)
         for seconds in outcome.task_queue_wait_s:
             m.queue_wait.labels(name).observe(seconds)
+        for result, count in outcome.server_tool_calls.items():
+            m.tool_calls.labels(name, "mcp", result).inc(count)
+        if outcome.tool_calls:
+            m.tool_calls.labels(name, "client", "handed_back").inc(len(outcome.tool_calls))
         if outcome.cache_hit is not None or self._cache is not None:
             m.cache.labels(name, "hit" if outcome.cache_hit else "miss").inc()
 

@@ -36,6 +36,8 @@ class RunOutcome:
     # The run's usage and cost over all its rounds (`usage` and `cost` are this round's).
     run_usage: dict[str, int] = field(default_factory=dict)
     run_cost: Decimal = Decimal(0)
+    # This round's calls of MCP servers' tools by outcome (ok, failed).
+    server_tool_calls: dict[str, int] = field(default_factory=dict)
 
 
 def round_account(

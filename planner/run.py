@@ -412,6 +412,7 @@ class PlanRun:
             spent=self.budget.spent(),
             run_usage=run_usage,
             run_cost=run_cost,
+            server_tool_calls=dict(self.tools.outcomes) if self.tools is not None else {},
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -41,6 +42,8 @@ class ToolTasks:
         # Task id -> the arguments it was called with (after filling and repair), for the trace.
         self.called_with: dict[str, dict[str, Any]] = {}
         self.repairs: dict[str, str] = {}
+        # Server tool calls of this round by outcome (ok, failed), for the metrics.
+        self.outcomes: Counter[str] = Counter()
 
     def is_client(self, task: Task) -> bool:
         spec = self.specs.get(task.tool) if task.tool is not None else None
@@ -79,7 +82,9 @@ class ToolTasks:
         try:
             output = await self._server.call(spec, arguments, tool_key(self._run_id, task.id))
         except Exception as exc:
+            self.outcomes["failed"] += 1
             raise AttemptFailed(str(exc)[:500], retryable=False) from None
+        self.outcomes["ok"] += 1
         return TaskResult(task.id, output=output, started_at=started, ended_at=time.time(), attempts=1,
                           model=spec.source)
 

@@ -48,6 +48,11 @@ class PlannerMetrics:
             "The scheduler's own time between a task becoming ready and its call, waits excluded.",
             ["meta_model"], buckets=buckets.OVERHEAD, registry=registry,
         )
+        self.tool_calls = Counter(
+            "cutover_pe_tool_calls",
+            "Tool calls of runs: MCP servers' by outcome (ok, failed), the client's handed back (handed_back).",
+            ["meta_model", "source", "outcome"], registry=registry,
+        )
         self.queue_wait = Histogram(
             "cutover_pe_task_queue_wait_seconds",
             "Time a ready task waited for a concurrency slot or for room in the run's budget.",

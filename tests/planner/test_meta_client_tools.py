@@ -253,3 +253,28 @@ def test_a_client_retry_after_a_restart_gets_the_same_calls_from_the_store(
         c.id for c in first.choices[0].message.tool_calls or ()]
     assert len(rig.ok_requests("planner-m")) == 1
     assert Decimal(raw.headers["x-cutover-cost-usd"]) == 0  # nothing was spent again
+
+
+RESPONSES_TOOL = {"type": "function", "name": "get_weather", "description": "The current weather in a city.",
+                  "parameters": WEATHER_TOOL["function"]["parameters"]}  # type: ignore[index]
+
+
+@pytest.mark.parametrize("chained", [True, False])
+def test_the_responses_api_tool_loop(make_rig: RigFactory, chained: bool) -> None:
+    """function_call items out, function_call_output items back: by previous_response_id, or the whole
+    conversation resent."""
+    rig = make_rig(plan=weather_plan())
+    first = rig.client.responses.create(model=META, input=QUESTION, tools=[RESPONSES_TOOL])  # type: ignore[list-item]
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert sorted(json.loads(c.arguments)["city"] for c in calls) == ["Berlin", "Paris"]
+    outputs: list[Any] = [{"type": "function_call_output", "call_id": c.call_id,
+                           "output": FORECAST[json.loads(c.arguments)["city"]]} for c in calls]
+    if chained:
+        second = rig.client.responses.create(model=META, previous_response_id=first.id, input=outputs,
+                                             tools=[RESPONSES_TOOL])  # type: ignore[list-item]
+    else:
+        history = [{"role": "user", "content": QUESTION}, *[c.model_dump(exclude_none=True) for c in calls], *outputs]
+        second = rig.client.responses.create(model=META, input=history, tools=[RESPONSES_TOOL],  # type: ignore[list-item]
+                                             store=False)
+    assert second.output_text == JOINER_ANSWER
+    assert len(rig.ok_requests("planner-m")) == 1

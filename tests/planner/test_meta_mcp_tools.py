@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.gateway.helpers import metric, scrape
 from tests.planner.conftest import CHEAP_M, JOINER_ANSWER, META, Rig, RigFactory, meta_config, plan_text, task
 from tests.planner.mcp_server import BackgroundMcpServer, Behaviour
 from tests.planner.test_meta_client_tools import QUESTION
@@ -109,6 +110,9 @@ def test_mcp_and_client_tools_mix_in_one_run(make_rig: RigFactory, mcp: Backgrou
     run_id = second.model_extra["cutover"]["run_id"]  # type: ignore[index]
     assert [c.idempotency_key for c in mcp.recorder.of("book")] == [f"{run_id}.b1"]
     assert [c.idempotency_key for c in mcp.recorder.of("lookup")] == [f"{run_id}.l1"]
+    text = scrape(rig.gw.root_url)
+    assert metric(text, "cutover_pe_tool_calls_total", meta_model=META, source="mcp", outcome="ok") == 2
+    assert metric(text, "cutover_pe_tool_calls_total", meta_model=META, source="client", outcome="handed_back") == 1
 
 
 def test_max_tool_calls_stops_server_tool_calls(make_rig: RigFactory, mcp: BackgroundMcpServer) -> None:

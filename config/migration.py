@@ -37,6 +37,42 @@ def percent_to_bp(percent: float) -> int:
     return round(percent * 100)
 
 
+class QualityGates(Strict):
+    """Answer quality as gates (migration.quality, migration.judge); judged on compared pairs only."""
+
+    # The candidate's invalid-JSON rate (requests that asked for JSON) and invalid-tool-call rate (answers
+    # calling tools: unknown names, arguments that do not parse or fit the schema) may exceed the
+    # baseline's, pair by pair, by at most this much.
+    json_margin: Annotated[float, Field(ge=0, lt=1)] = 0.02
+    tool_call_margin: Annotated[float, Field(ge=0, lt=1)] = 0.02
+    # An alias of this config that judges sampled pairs; unset: no LLM judge.
+    judge: str | None = None
+    # Share of compared pairs sent to the judge (each judged twice, in both orders).
+    sample: Annotated[float, Field(ge=0, le=1)] = 0.05
+    # The judge's spend per rolling hour, a hard cap: pairs beyond it are not judged.
+    max_usd_per_hour: Annotated[float, Field(ge=0)] = 2.0
+    max_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
+    # The candidate's win rate ((wins + ties / 2) / judged) must not be confidently below 0.5 - margin.
+    win_rate_margin: Annotated[float, Field(ge=0, lt=0.5)] = 0.05
+    # Judged pairs before the win-rate gate may pass (it may fail earlier on clear evidence).
+    min_judged: Annotated[int, Field(ge=2)] = 30
+    # Share of judged requests that also compare the baseline with a second baseline answer (the
+    # noise floor), and the floor above which the judge is too noisy to let the gate pass.
+    noise_share: Annotated[float, Field(ge=0, le=1)] = 0.1
+    min_noise_pairs: Annotated[int, Field(ge=1)] = 10
+    max_noise_floor: Annotated[float, Field(gt=0, le=1)] = 0.5
+    # The rubric the judge reads; unset: the built-in one (migration.judge).
+    rubric: str | None = None
+    # During canary steps each request goes to one arm: this share of candidate-served requests is also
+    # sent to the baseline (fire and forget, on the shadow ledger) so pairs keep flowing.
+    canary_pair_share: Annotated[float, Field(ge=0, le=1)] = 0.05
+    # Requests offering tools are not sent to the judge (their prompts may hold private data).
+    exclude_tools: bool = False
+    # Keep judged pairs (request excerpt, both answers, verdict) for the report, for this long.
+    store_examples: bool = False
+    examples_retention_s: PosFloat = 7 * 86400.0
+
+
 class GateThresholds(Strict):
     """Limits the candidate arm must stay under; see `migration.gates` for how each is judged."""
 
@@ -55,6 +91,7 @@ class GateThresholds(Strict):
     # The critical guard ignores sample minimums: a candidate this broken is rolled back at once.
     critical_error_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
     critical_min_requests: Annotated[int, Field(ge=1)] = 20
+    quality: QualityGates = QualityGates()
 
     @model_validator(mode="before")
     @classmethod

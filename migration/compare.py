@@ -35,11 +35,18 @@ class AnswerSummary:
     cost_micros: int = 0
     finish_reason: str | None = None
     text: str = ""
-    tool_names: tuple[str, ...] = ()
+    # (name, arguments as the model wrote them) of every tool call, in order.
+    tool_calls: tuple[tuple[str, str], ...] = ()
+    # The model declined in the API's own refusal field (chat `message.refusal`, a Responses refusal part).
+    refusal: bool = False
 
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
+    @property
+    def tool_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.tool_calls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,12 +138,13 @@ def summarise_completion(
     response (whose status stands for a finish reason: completed -> stop, incomplete -> length)."""
     text: str = ""
     finish: str | None = None
-    tools: list[str] = []
+    tools: list[tuple[str, str]] = []
+    refusal = False
     if data.get("object") == "response":
-        text, tools = _response_output(data.get("output"))
+        text, tools, refusal = _response_output(data.get("output"))
         finish = _RESPONSE_FINISH.get(str(data.get("status")))
         return AnswerSummary(status, latency_s, ttft_s, prompt_tokens, completion_tokens, cost_micros, finish, text,
-                             tuple(tools))
+                             tuple(tools), refusal)
     choices = data.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], Mapping):
         choice = choices[0]
@@ -144,12 +152,13 @@ def summarise_completion(
         if isinstance(message, Mapping):
             content = message.get("content")
             text = content if isinstance(content, str) else ""
-            tools = _tool_names(message.get("tool_calls"))
+            tools = _tool_calls(message.get("tool_calls"))
+            refusal = isinstance(message.get("refusal"), str) and bool(message["refusal"])
         elif isinstance(choice.get("text"), str):
             text = choice["text"]
         finish = choice.get("finish_reason") if isinstance(choice.get("finish_reason"), str) else None
     return AnswerSummary(status, latency_s, ttft_s, prompt_tokens, completion_tokens, cost_micros, finish, text,
-                         tuple(tools))
+                         tuple(tools), refusal)
 
 
 def summarise_stream(
@@ -160,6 +169,8 @@ def summarise_stream(
     API's typed events."""
     parts: list[str] = []
     tools: dict[int, str] = {}
+    arguments: dict[int, list[str]] = {}
+    refusal = False
     finish: str | None = None
     for event in events:
         try:
@@ -170,10 +181,16 @@ def summarise_stream(
         if isinstance(kind, str):
             if kind == "response.output_text.delta" and isinstance(chunk.get("delta"), str):
                 parts.append(chunk["delta"])
-            elif kind == "response.output_item.added" and isinstance(chunk.get("item"), dict):
+            elif kind in ("response.output_item.added", "response.output_item.done") and isinstance(
+                    chunk.get("item"), dict):
                 item = chunk["item"]
                 if item.get("type") == "function_call" and isinstance(item.get("name"), str):
-                    tools[int(chunk.get("output_index", len(tools)))] = item["name"]
+                    index = int(chunk.get("output_index", len(tools)))
+                    tools[index] = item["name"]
+                    if kind.endswith("done") and isinstance(item.get("arguments"), str):
+                        arguments[index] = [item["arguments"]]
+            elif kind == "response.refusal.delta":
+                refusal = True
             elif kind in ("response.completed", "response.incomplete"):
                 finish = _RESPONSE_FINISH.get(kind.removeprefix("response."))
             continue
@@ -189,43 +206,52 @@ def summarise_stream(
             if isinstance(delta, dict):
                 if isinstance(delta.get("content"), str):
                     parts.append(delta["content"])
+                refusal = refusal or (isinstance(delta.get("refusal"), str) and bool(delta["refusal"]))
                 for call in delta.get("tool_calls") or ():
                     if isinstance(call, dict):
-                        name = (call.get("function") or {}).get("name")
-                        if isinstance(name, str) and name:
-                            tools[int(call.get("index", 0))] = name
+                        function = call.get("function") or {}
+                        index = int(call.get("index", 0))
+                        if isinstance(function.get("name"), str) and function["name"]:
+                            tools[index] = function["name"]
+                        if isinstance(function.get("arguments"), str):
+                            arguments.setdefault(index, []).append(function["arguments"])
             if isinstance(choice.get("finish_reason"), str):
                 finish = choice["finish_reason"]
+    calls = tuple((tools[i], "".join(arguments.get(i, ()))) for i in sorted(tools))
     return AnswerSummary(status, latency_s, ttft_s, prompt_tokens, completion_tokens, cost_micros, finish,
-                         "".join(parts), tuple(tools[i] for i in sorted(tools)))
+                         "".join(parts), calls, refusal)
 
 
 _RESPONSE_FINISH = {"completed": "stop", "incomplete": "length"}
 
 
-def _response_output(output: Any) -> tuple[str, list[str]]:
-    """The text and the called tools' names of a Responses API output list."""
+def _response_output(output: Any) -> tuple[str, list[tuple[str, str]], bool]:
+    """The text, the tool calls (name, arguments) and whether there is a refusal, of a Responses API output list."""
     texts: list[str] = []
-    names: list[str] = []
+    calls: list[tuple[str, str]] = []
+    refusal = False
     for item in output if isinstance(output, list) else ():
         if not isinstance(item, Mapping):
             continue
         if item.get("type") == "message":
-            texts += [p["text"] for p in item.get("content") or ()
-                      if isinstance(p, Mapping) and p.get("type") == "output_text" and isinstance(p.get("text"), str)]
+            parts = [p for p in item.get("content") or () if isinstance(p, Mapping)]
+            texts += [p["text"] for p in parts if p.get("type") == "output_text" and isinstance(p.get("text"), str)]
+            refusal = refusal or any(p.get("type") == "refusal" for p in parts)
         elif item.get("type") == "function_call" and isinstance(item.get("name"), str):
-            names.append(item["name"])
-    return "".join(texts), names
+            arguments = item.get("arguments")
+            calls.append((item["name"], arguments if isinstance(arguments, str) else ""))
+    return "".join(texts), calls, refusal
 
 
-def _tool_names(calls: Any) -> list[str]:
-    names = []
+def _tool_calls(calls: Any) -> list[tuple[str, str]]:
+    found = []
     for call in calls or ():
         if isinstance(call, Mapping):
             function = call.get("function")
             if isinstance(function, Mapping) and isinstance(function.get("name"), str):
-                names.append(function["name"])
-    return names
+                arguments = function.get("arguments")
+                found.append((function["name"], arguments if isinstance(arguments, str) else ""))
+    return found
 
 
 def request_tool_names(request: Mapping[str, Any]) -> list[str]:

@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from config.migration import GateThresholds, StepPlan
+from migration.quality_gates import judge_paired_difference, judge_win_rate
 from migration.sequential import block_alpha, log_evidence, mean_half_width
 from migration.window import PPM, ArmWindow, StepWindow
 
@@ -53,6 +54,8 @@ Result = Literal["pass", "fail", "inconclusive"]
 GateResult = Literal["pass", "fail", "inconclusive", "skipped"]
 Scope = Literal["step", "block"]
 QUANTILE = 0.99
+# The confidence sequences of the quality gates are asymptotic: no fewer pairs are judged at all.
+MIN_PAIRS_TO_FAIL = 30
 # The share of answers a p99 lets be slower than its threshold (1 - 0.99 in floating point is not 0.01).
 TAIL = 0.01
 
@@ -134,6 +137,10 @@ def judge(kind: str, inputs: Mapping[str, Any], threshold: float, alpha: float) 
         return _judge_mean(inputs, threshold, alpha)
     if kind == "ratio":
         return _judge_ratio(inputs, threshold, alpha)
+    if kind == "paired_difference":
+        return judge_paired_difference(inputs, threshold, alpha)
+    if kind == "win_rate":
+        return judge_win_rate(inputs, threshold, alpha)
     if kind == "critical":
         n, k = int(inputs["n"]), int(inputs["k"])
         if n < int(inputs["min_n"]):
@@ -257,15 +264,51 @@ def _cost(base: ArmWindow, cand: ArmWindow, th: GateThresholds, scope: Scope, al
     return _figures("cost", scope, "ratio", inputs, th.cost_increase, alpha, mean_b, describe)
 
 
+def _checks(gate: str, base: ArmWindow, cand: ArmWindow, th: GateThresholds, scope: Scope, alpha: float,
+            min_samples: int) -> GateFigures:
+    q = cand.quality
+    settings = th.quality
+    kind, margin = ("json", settings.json_margin) if gate == "quality_json" else ("tools", settings.tool_call_margin)
+    n, worse, better = (q.json_pairs, q.json_worse, q.json_better) if kind == "json" else (
+        q.tool_pairs, q.tools_worse, q.tools_better)
+    invalid, expected = ("json_invalid", "json_expected") if kind == "json" else ("tools_invalid", "tool_answers")
+    rate_c, rate_b = q.rate(invalid, expected), base.quality.rate(invalid, expected)
+    inputs = {"n": n, "worse": worse, "better": better, "min_n": min_samples, "n_star": min_samples,
+              "min_n_fail": MIN_PAIRS_TO_FAIL,
+              "invalid_candidate": getattr(q, invalid), "expected_candidate": getattr(q, expected),
+              "invalid_baseline": getattr(base.quality, invalid), "expected_baseline": getattr(base.quality, expected)}
+    describe = (f"{worse} pairs only the candidate failed, {better} only the baseline, of {n}" if n
+                else f"no pair with both answers checked for {kind}")
+    return _figures(gate, scope, "paired_difference", inputs, margin, alpha, rate_b,
+                    describe + (f"; invalid {rate_c:.1%} vs {rate_b or 0:.1%}" if rate_c is not None else ""))
+
+
+def _win_rate(cand: ArmWindow, th: GateThresholds, scope: Scope, alpha: float) -> GateFigures:
+    q, settings = cand.quality, th.quality
+    inputs = {"judged": q.judged, "wins": q.wins, "ties": q.ties, "losses": q.losses, "flips": q.flips,
+              "noise_pairs": q.noise_pairs, "noise_decisive": q.noise_decisive, "min_n": settings.min_judged,
+              "min_noise_pairs": settings.min_noise_pairs, "max_noise_floor": settings.max_noise_floor}
+    noise = q.noise_decisive / q.noise_pairs if q.noise_pairs else None
+    describe = (f"{q.wins} wins, {q.ties} ties ({q.flips} flipped with the order), {q.losses} losses of {q.judged}"
+                f"; noise floor {'unmeasured' if noise is None else f'{noise:.0%} of {q.noise_pairs}'}")
+    return _figures("quality_win_rate", scope, "win_rate", inputs, 0.5 - settings.win_rate_margin, alpha, noise,
+                    describe)
+
+
 def _gates(window: StepWindow, th: GateThresholds, plan: StepPlan, scope: Scope, alpha: float) -> list[GateFigures]:
     base, cand = window.baseline, window.candidate
-    return [
+    gates = [
         _critical(cand, th, scope, alpha),
         _error_rate(cand, th, scope, alpha),
         _quantile("latency_p99", base, cand, th.p99_ms, scope, alpha, False, plan.min_samples),
         _quantile("ttft_p99", base, cand, th.ttft_p99_ms, scope, alpha, True, plan.min_samples),
         _cost(base, cand, th, scope, alpha, plan.min_samples),
+        _checks("quality_json", base, cand, th, scope, alpha, plan.min_samples),
+        _checks("quality_tools", base, cand, th, scope, alpha, plan.min_samples),
     ]
+    if th.quality.judge is not None:
+        gates.append(_win_rate(cand, th, scope, alpha))
+    return gates
 
 
 def decide(

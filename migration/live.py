@@ -20,6 +20,7 @@ from typing import Any
 
 from config.migration import MigrationSpec, ShadowSettings
 from migration.compare import request_tool_names
+from migration.quality import QualityCounts
 from migration.rollout import MigrationState
 from migration.split import choose_arm, names_excluded_tool, should_shadow, sticky_key
 from migration.types import PHASES, Arm
@@ -53,6 +54,7 @@ class _Live:
     pending: dict[Arm, list[Sample]] = field(default_factory=lambda: {"baseline": [], "candidate": []})
     pending_attempts: dict[Arm, list[Kind]] = field(default_factory=lambda: {"baseline": [], "candidate": []})
     pending_pairs: list[tuple[int, int]] = field(default_factory=list)
+    pending_quality: list[tuple[Arm, QualityCounts]] = field(default_factory=list)
     window: StepWindow | None = None
 
 
@@ -148,6 +150,12 @@ class LiveMigrations:
         if live is not None and live.state.step_started_at == decision.step_started_at:
             live.pending_pairs.append((candidate_micros, baseline_micros))
 
+    def record_quality(self, decision: Decision, arm: Arm, counts: QualityCounts) -> None:
+        """Checked answers (and, on the candidate arm, checked or judged pairs) of the decision's step."""
+        live = self._live.get(decision.migration_id)
+        if live is not None and live.state.step_started_at == decision.step_started_at:
+            live.pending_quality.append((arm, counts))
+
     # -- state ----------------------------------------------------------------------------
 
     def migrations(self) -> dict[str, tuple[MigrationSpec, MigrationState]]:
@@ -198,6 +206,7 @@ class LiveMigrations:
             live.pending = {"baseline": [], "candidate": []}
             live.pending_attempts = {"baseline": [], "candidate": []}
             live.pending_pairs = []
+            live.pending_quality = []
             live.window = None
         live.state = state
         current = self._by_alias.get(spec.alias)
@@ -227,6 +236,9 @@ class LiveMigrations:
         pairs, live.pending_pairs = live.pending_pairs, []
         for candidate_micros, baseline_micros in pairs:
             window = window.plus_pair(candidate_micros, baseline_micros)
+        quality, live.pending_quality = live.pending_quality, []
+        for arm, counts in quality:
+            window = window.plus_quality(arm, counts)
         live.window = window
 
     def step_started_at(self, migration_id: str) -> float | None:

@@ -25,6 +25,7 @@ from metering.pricing import to_micros
 from metering.usage import usage_chunk
 from migration.compare import AnswerSummary, compare, summarise_completion, summarise_stream, wants_json
 from migration.live import Decision, LiveMigrations
+from migration.quality import QualityCounts, check, expect
 from migration.window import Sample, kind_of
 from providers.dispatch import SHADOW, Call, Delivered, Dispatcher, Outbound
 from providers.errors import ProviderError, status_of
@@ -108,7 +109,7 @@ class ShadowRunner:
             primary = await pair.primary(timeout_s)
             if primary is None:
                 return
-            self._compare(decision, primary, shadow, wants_json(call.outbound[0].payload))
+            self._compare(decision, primary, shadow, call.outbound[0].payload)
         except asyncio.CancelledError:
             self._metrics.shadow_requests.labels(migration_id, "cancelled").inc()
             raise
@@ -181,10 +182,13 @@ class ShadowRunner:
             sample = Sample.of(shadow.status, shadow.latency_s, shadow.ttft_s, shadow.cost_micros)
             self._live.record(decision, decision.shadow_arm, sample, () if kind is None else (kind,))
 
-    def _compare(self, decision: Decision, primary: AnswerSummary, shadow: AnswerSummary, as_json: bool) -> None:
+    def _compare(
+        self, decision: Decision, primary: AnswerSummary, shadow: AnswerSummary, request: Mapping[str, Any],
+    ) -> None:
         m = self._metrics
         mid = decision.migration_id
-        result = compare(primary, shadow, as_json)
+        result = compare(primary, shadow, wants_json(request))
+        self._check_quality(decision, primary, shadow, request)
         m.shadow_requests.labels(mid, "compared").inc()
         checks = {
             "status": result.status_match, "finish_reason": result.finish_match, "exact": result.exact_match,
@@ -192,9 +196,9 @@ class ShadowRunner:
         }
         if result.json_parity is not None:
             checks["json"] = result.json_parity
-        for check, agreed in checks.items():
+        for name, agreed in checks.items():
             if agreed:
-                m.shadow_agreement.labels(mid, check).inc()
+                m.shadow_agreement.labels(mid, name).inc()
         m.shadow_latency_delta.labels(mid).observe(result.latency_delta_s)
         m.shadow_cost_delta.labels(mid).observe(result.cost_delta_micros / 1_000_000)
         if primary.ok and shadow.ok:
@@ -203,3 +207,25 @@ class ShadowRunner:
                 self._live.record_pair(decision, shadow.cost_micros, primary.cost_micros)
             else:
                 self._live.record_pair(decision, primary.cost_micros, shadow.cost_micros)
+
+    def _check_quality(
+        self, decision: Decision, primary: AnswerSummary, shadow: AnswerSummary, request: Mapping[str, Any],
+    ) -> None:
+        """The cheap checks on both answers of a pair: each arm's own counts, and the pair's on the candidate."""
+        if decision.shadow_arm is None:
+            return
+        expectation = expect(request)
+        candidate, baseline = (shadow, primary) if decision.shadow_arm == "candidate" else (primary, shadow)
+        checked = {"baseline": check(baseline, expectation), "candidate": check(candidate, expectation)}
+        for arm, checks in checked.items():
+            if checks is not None:
+                counts = QualityCounts.of_answer(checks)
+                for name, value in counts.to_dict().items():
+                    if value:
+                        self._metrics.quality_checks.labels(decision.migration_id, arm, name).inc(value)
+        base, cand = checked["baseline"], checked["candidate"]
+        if base is not None:
+            self._live.record_quality(decision, "baseline", QualityCounts.of_answer(base))
+        if cand is not None:
+            pair = QualityCounts.of_pair(base, cand) if base is not None else QualityCounts.of_answer(cand)
+            self._live.record_quality(decision, "candidate", pair)

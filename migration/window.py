@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
 
+from migration.quality import QualityCounts
 from migration.types import Arm
 
 Kind = Literal["ok", "error", "rate_limited"]
@@ -272,6 +273,8 @@ class ArmWindow:
     ttft: Histogram = field(default_factory=Histogram)
     cost: Sums = field(default_factory=Sums)
     pairs: Sums = field(default_factory=Sums)
+    # The cheap checks and the judge on compared pairs (migration.quality).
+    quality: QualityCounts = field(default_factory=QualityCounts)
 
     @classmethod
     def of(
@@ -347,6 +350,7 @@ class ArmWindow:
             "ttft_ms": self.ttft.to_dict(),
             "cost_micros": self.cost.to_dict(),
             "paired_cost_delta_ppm": self.pairs.to_dict(),
+            "quality": self.quality.to_dict(),
         }
 
     @classmethod
@@ -364,6 +368,8 @@ class ArmWindow:
             ttft=Histogram.from_dict(data["ttft_ms"]),
             cost=Sums.from_dict(data["cost_micros"]),
             pairs=Sums.from_dict(data["paired_cost_delta_ppm"]),
+            # Windows written before quality was checked have none.
+            quality=QualityCounts.from_dict(data.get("quality") or {}),
         )
         if (not 0 <= window.errors <= window.requests or window.rate_limited < 0
                 or not 0 <= window.attempt_errors <= window.attempts or window.attempt_rate_limited < 0):
@@ -384,6 +390,7 @@ def merge(a: ArmWindow, b: ArmWindow) -> ArmWindow:
         ttft=a.ttft.merge(b.ttft),
         cost=a.cost.merge(b.cost),
         pairs=a.pairs.merge(b.pairs),
+        quality=a.quality.plus(b.quality),
     )
 
 
@@ -400,6 +407,7 @@ def since(later: ArmWindow, earlier: ArmWindow) -> ArmWindow:
         ttft=later.ttft.minus(earlier.ttft),
         cost=later.cost.minus(earlier.cost),
         pairs=later.pairs.minus(earlier.pairs),
+        quality=later.quality.minus(earlier.quality),
     )
 
 
@@ -420,6 +428,9 @@ class StepWindow:
     def plus_pair(self, candidate_micros: int, baseline_micros: int) -> StepWindow:
         """A shadowed prompt answered by both arms; the delta is kept on the candidate arm."""
         return self.with_arm("candidate", self.candidate.plus_pair(candidate_micros, baseline_micros))
+
+    def plus_quality(self, arm: Arm, counts: QualityCounts) -> StepWindow:
+        return self.with_arm(arm, merge(self.arm(arm), ArmWindow(quality=counts)))
 
     def with_arm(self, arm: Arm, window: ArmWindow) -> StepWindow:
         if arm == "baseline":

@@ -68,6 +68,12 @@ class MigrationMetrics:
             "cutover_shadow_agreements", "Compared shadow pairs that agreed, per check (overall = the headline).",
             ["migration", "check"], registry=registry,
         )
+        self.quality_checks = Counter(
+            "cutover_migration_quality_checks",
+            "Answers of compared pairs by arm and cheap check: checked (all of them), json_expected, json_invalid, "
+            "tool_answers, tools_invalid, refusal, empty, cut_off.",
+            ["migration", "arm", "check"], registry=registry,
+        )
         self.shadow_latency_delta = Histogram(
             "cutover_shadow_latency_delta_seconds", "Shadow minus primary latency for each compared pair.",
             ["migration"], buckets=buckets.DELTA, registry=registry,

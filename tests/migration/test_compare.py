@@ -65,9 +65,11 @@ def test_agreement_is_status_and_normalised_text_and_tools() -> None:
     assert different.status_match and not different.normalised_match and not different.agrees
     assert different.to_dict()["agrees"] is False
 
-    tools = compare(_answer("", tool_names=("a", "b")), _answer("", tool_names=("b", "a")), json_requested=False)
+    ab, ba = (("a", "{}"), ("b", "{}")), (("b", "{}"), ("a", "{}"))
+    tools = compare(_answer("", tool_calls=ab), _answer("", tool_calls=ba), json_requested=False)
     assert tools.tools_match and tools.agrees
-    other_tools = compare(_answer("", tool_names=("a",)), _answer("", tool_names=("c",)), json_requested=False)
+    other_tools = compare(_answer("", tool_calls=(("a", "{}"),)), _answer("", tool_calls=(("c", "{}"),)),
+                          json_requested=False)
     assert not other_tools.tools_match and not other_tools.agrees
 
 
@@ -118,7 +120,8 @@ def test_summarise_completion() -> None:
         }],
     }
     summary = summarise_completion(data, 200, 0.3, 120, prompt_tokens=9, completion_tokens=4, ttft_s=0.1)
-    assert summary == AnswerSummary(200, 0.3, 0.1, 9, 4, 120, "tool_calls", "Calling tools", ("lookup", "send_email"))
+    assert summary == AnswerSummary(200, 0.3, 0.1, 9, 4, 120, "tool_calls", "Calling tools",
+                                     (("lookup", "{}"), ("send_email", "{}")))
     empty = summarise_completion({"choices": []}, 502, 0.1, 0, 0, 0)
     assert (empty.text, empty.finish_reason, empty.tool_names, empty.ok) == ("", None, (), False)
     no_content = summarise_completion({"choices": [{"message": {"content": None}}]}, 200, 0.1, 0, 0, 0)
@@ -139,7 +142,8 @@ def test_summarise_stream() -> None:
         orjson.dumps({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}),
     ]
     summary = summarise_stream(events, 200, 0.5, 0.05, 30, prompt_tokens=3, completion_tokens=2)
-    assert summary == AnswerSummary(200, 0.5, 0.05, 3, 2, 30, "stop", "Hello", ("lookup", "send_email"))
+    assert summary == AnswerSummary(200, 0.5, 0.05, 3, 2, 30, "stop", "Hello",
+                                    (("lookup", "{}"), ("send_email", "")))
 
 
 def test_the_other_dialects_answers_summarise_alike() -> None:
@@ -150,6 +154,7 @@ def test_the_other_dialects_answers_summarise_alike() -> None:
         {"type": "function_call", "name": "weather", "call_id": "c", "arguments": "{}"}]}
     summary = summarise_completion(response, 200, 0.2, 5, 1, 2)
     assert (summary.text, summary.finish_reason, summary.tool_names) == ("Hello", "length", ("weather",))
+    assert summary.tool_calls == (("weather", "{}"),) and summary.refusal
     legacy = summarise_completion({"choices": [{"text": "Once", "finish_reason": "stop"}]}, 200, 0.2, 5, 1, 2)
     assert (legacy.text, legacy.finish_reason) == ("Once", "stop")
 
@@ -159,10 +164,12 @@ def test_the_other_dialects_answers_summarise_alike() -> None:
         {"type": "response.output_text.delta", "delta": "Hel"},
         {"type": "response.output_text.delta", "delta": "lo"},
         {"type": "response.output_item.added", "output_index": 1, "item": {"type": "function_call", "name": "f"}},
+        {"type": "response.output_item.done", "output_index": 1,
+         "item": {"type": "function_call", "name": "f", "arguments": '{"a": 1}'}},
         {"type": "response.completed", "response": {"status": "completed"}},
     )]
     streamed = summarise_stream(events, 200, 0.5, 0.05, 30, 3, 2)
-    assert (streamed.text, streamed.finish_reason, streamed.tool_names) == ("Hello", "stop", ("f",))
+    assert (streamed.text, streamed.finish_reason, streamed.tool_calls) == ("Hello", "stop", (("f", '{"a": 1}'),))
     chunks = [orjson.dumps({"choices": [{"index": 0, "text": t, "finish_reason": f}]})
               for t, f in (("On", None), ("ce", None), ("", "length"))]
     assert summarise_stream(chunks, 200, 0.5, None, 1, 1, 1).text == "Once"

@@ -16,7 +16,7 @@ from tests.migration.conftest import StackFactory
 from tests.migration.support import MIGRATION_ID, Traffic, primaries, shadows
 from tests.support import wait_for
 
-GATES = {"critical_error_ratio", "error_rate", "latency_p99", "ttft_p99", "cost"}
+GATES = {"critical_error_ratio", "error_rate", "latency_p99", "ttft_p99", "cost", "quality_json", "quality_tools"}
 GATE_FIELDS = {"scope", "inputs", "estimate", "threshold", "alpha", "result", "note"}
 # Same token counts on both arms, so the candidate costs half as much per request.
 PRICES = {"old": {"input": 20, "output": 40}, "new": {"input": 10, "output": 20}}

@@ -30,8 +30,10 @@ def entries() -> list[dict[str, object]]:
 def test_an_untouched_trail_recomputes_exactly() -> None:
     report = verify(entries())
     assert report.ok and (report.verdicts, report.unverifiable) == (3, 0)
-    assert report.gates == 3 * 9  # five gates on the step, four on the block (the critical guard is step-wide)
-    assert str(report).startswith("3 verdicts and 27 gate results recomputed from the audit records: all match")
+    # Seven gates on the step (five, and the two cheap quality checks), six on the block (the critical guard is
+    # step-wide).
+    assert report.gates == 3 * 13
+    assert str(report).startswith("3 verdicts and 39 gate results recomputed from the audit records: all match")
 
 
 def test_edited_counts_or_results_are_mismatches() -> None:

@@ -36,6 +36,7 @@ tests/node/node_modules/.installed: tests/node/package.json tests/node/package-l
 
 test: $(VENV)/.dev-installed docker-ready tests/node/node_modules/.installed
 	command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus) || true
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports

@@ -3,14 +3,17 @@
 Only admin keys (config `admin.keys`) are accepted; client keys are refused. Every
 change to a migration must carry its current version in `If-Match` (the `ETag` of
 a GET); a stale one is refused with 409, so two operators cannot overwrite each
-other unknowingly.
+other unknowingly. GET /admin/migrations/{id}/report answers the migration's report,
+one self-contained HTML page (migration.report).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from config.loader import format_path, validation_problems
@@ -25,6 +28,7 @@ from gateway.errors import (
     ServiceUnavailable,
 )
 from gateway.http import JSONBytes
+from migration.report import render_report
 from migration.rollout import (
     Abort,
     MigrationState,
@@ -41,6 +45,9 @@ from migration.service import MigrationError
 from migration.wiring import Migrations
 from routing.table import RouteTable
 from store.base import StoredMigration, StoreUnavailable
+
+# The report loads nothing and runs nothing: a page that tried would be refused.
+REPORT_POLICY = "default-src 'none'; style-src 'unsafe-inline'"
 
 
 class PreconditionRequired(GatewayError):
@@ -176,8 +183,7 @@ def build_admin_router(
         migrations.controller.wake()
         return answer(stored, 201)
 
-    @router.get("/migrations/{migration_id}")
-    async def get_migration(migration_id: str) -> JSONBytes:
+    async def described_with_history(migration_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         try:
             stored = await service.get(migration_id)
             history = await service.history(migration_id)
@@ -185,7 +191,20 @@ def build_admin_router(
             raise _to_gateway_error(exc) from None
         described = describe(stored)
         described["last_verdicts"] = [e["verdict"] for e in history if e.get("kind") == "tick"][-5:]
-        return JSONBytes(described, headers={"etag": f'"{stored.version}"'})
+        return described, history
+
+    @router.get("/migrations/{migration_id}")
+    async def get_migration(migration_id: str) -> JSONBytes:
+        described, _ = await described_with_history(migration_id)
+        version = described["version"]
+        return JSONBytes(described, headers={"etag": f'"{version}"'})
+
+    @router.get("/migrations/{migration_id}/report")
+    async def migration_report(migration_id: str) -> HTMLResponse:
+        """The audit trail and state as one self-contained HTML page (migration.report)."""
+        described, history = await described_with_history(migration_id)
+        page = await asyncio.to_thread(render_report, described, history)
+        return HTMLResponse(page, headers={"content-security-policy": REPORT_POLICY, "cache-control": "no-store"})
 
     @router.get("/migrations/{migration_id}/history")
     async def migration_history(migration_id: str) -> JSONBytes:

@@ -97,6 +97,13 @@ def run(args: argparse.Namespace) -> str:
                     raise CliError(str(report))
                 return str(report)
             return format_history(entries)
+        if args.migrate_command == "report":
+            page = client.get(f"/admin/migrations/{args.id}/report")
+            _check(page)
+            path = args.output or f"migration-{args.id}.html"
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(page.text)
+            return path
         if args.migrate_command == "create":
             with open(args.file, encoding="utf-8") as handle:
                 spec = yaml.safe_load(handle)
@@ -127,6 +134,9 @@ def add_parser(sub: Any) -> None:
     history.add_argument("id")
     history.add_argument("--verify", action="store_true",
                          help="recompute every verdict from the audit records alone; exit 1 on any mismatch")
+    report = msub.add_parser("report", help="write the migration's report: one self-contained HTML page")
+    report.add_argument("id")
+    report.add_argument("-o", "--output", help="where to write it (default: migration-ID.html)")
     create = msub.add_parser("create", help="create a migration from a YAML/JSON spec file")
     create.add_argument("file")
     create.add_argument("--no-start", action="store_true", help="leave it pending")

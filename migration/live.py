@@ -62,6 +62,10 @@ def _target(spec_target: Any) -> TargetRef:
     return TargetRef(spec_target.provider, spec_target.model)
 
 
+def _pairs_in_canary(spec: MigrationSpec, state: MigrationState) -> bool:
+    return state.phase == "canary" and spec.gates.quality.canary_pair_share > 0
+
+
 def is_running(state: MigrationState) -> bool:
     """Still moving traffic between arms; a settled promotion is finished (it keeps serving the candidate)."""
     return state.phase in ("shadow", "canary", "paused") or (state.phase == "promoted" and not state.settled)
@@ -114,12 +118,19 @@ class LiveMigrations:
         others = tuple(t for t in route.targets if t not in (live.baseline, live.candidate))
         targets = (arm_target, live.baseline, *others) if arm == "candidate" else (live.baseline, *others)
         shadow_arm: Arm | None = None
+        wanted: Arm | None = None
         if state.shadow_percent > 0 and state.shadow_to != arm and state.phase != "paused":
             if should_shadow(state.shadow_percent, key, spec.sticky.salt, spec.id, self._rng):
-                if names_excluded_tool(request_tool_names(payload), spec.shadow.exclude_tools):
-                    self._metrics.shadow_requests.labels(spec.id, "excluded").inc()
-                else:
-                    shadow_arm = state.shadow_to
+                wanted = state.shadow_to
+        elif (_pairs_in_canary(spec, state) and arm == "candidate"
+              and self._rng() < spec.gates.quality.canary_pair_share):
+            # A split sends each request to one arm: a sampled copy to the baseline keeps quality pairs flowing.
+            wanted = "baseline"
+        if wanted is not None:
+            if names_excluded_tool(request_tool_names(payload), spec.shadow.exclude_tools):
+                self._metrics.shadow_requests.labels(spec.id, "excluded").inc()
+            else:
+                shadow_arm = wanted
         shadow_target = None if shadow_arm is None else (live.candidate if shadow_arm == "candidate" else live.baseline)
         return Decision(spec.id, arm, targets, arm_target, shadow_target, shadow_arm, state.step_started_at)
 
@@ -132,7 +143,7 @@ class LiveMigrations:
         return (
             live is not None
             and live.state.step_started_at == decision.step_started_at
-            and live.state.shadow_percent > 0
+            and (live.state.shadow_percent > 0 or _pairs_in_canary(live.spec, live.state))
         )
 
     def record(self, decision: Decision, arm: Arm, sample: Sample | None, attempts: Sequence[Kind] = ()) -> None:

@@ -23,7 +23,8 @@ def test_a_restarted_gateway_resumes_mid_canary(
     store = {"backend": "sqlite", "path": str(tmp_path / "state" / "cutover.sqlite")}
     # The stopped process does not hand its controller lease back: a short TTL lets the new one take it soon.
     stack = make_stack(
-        migrations=[migration_spec(plan=held_plan(min_samples=1000))],
+        # No canary pair copies: every request counted in the window is one of the 40 sent.
+        migrations=[migration_spec(plan=held_plan(min_samples=1000), gates={"quality": {"canary_pair_share": 0}})],
         store=store,
         controller={"lease_ttl_s": 0.5},
     )

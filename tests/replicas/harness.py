@@ -112,8 +112,9 @@ def write_config(
             "candidate": {"provider": "modern", "model": CANDIDATE_MODEL},
             "plan": step_plan,
             # These tests are about replicas, not statistics: a loose level lets each step show a healthy
-            # candidate under its thresholds after ~300 answers instead of ~750.
-            "gates": {"alpha": 0.2},
+            # candidate under its thresholds after ~300 answers instead of ~750. No canary pair copies: the
+            # tests count every request each arm served.
+            "gates": {"alpha": 0.2, "quality": {"canary_pair_share": 0}},
             "sticky": {"salt": SALT},
         }],
     }

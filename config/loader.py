@@ -138,6 +138,11 @@ def _check_migrations(config: GatewayConfig) -> list[str]:
             target = getattr(spec, arm)
             if target.provider not in config.providers:
                 problems.append(f"{where}.{arm}.provider: unknown provider '{target.provider}'")
+        judge = spec.gates.quality.judge
+        if judge is not None and judge not in config.models:
+            problems.append(f"{where}.gates.quality.judge: unknown model alias '{judge}'")
+        elif judge is not None and judge == spec.alias:
+            problems.append(f"{where}.gates.quality.judge: the migrated alias cannot judge itself")
     return problems
 
 

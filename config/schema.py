@@ -59,6 +59,8 @@ class ModelRoute(Strict):
     targets: Annotated[list[Target], Field(min_length=1)]
     on_context_overflow: Literal["error", "truncate_oldest"] = "error"
     description: str | None = None
+    # false: no request of this alias is ever shown to a migration's quality judge.
+    judge: bool = True
 
 
 class ModelPrice(Strict):

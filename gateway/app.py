@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +29,8 @@ from gateway.http import JSONBytes, Message, Receive, Scope, Send, new_request_i
 from gateway.pipeline import Pipeline
 from gateway.responses_api import build_responses_router
 from gateway.wiring import Gateway
+from migration.judge import JudgeCall
+from planner.internal import InternalCaller
 from store.base import Store
 from telemetry.metrics import Metrics
 
@@ -131,6 +135,16 @@ def _with_request_id(send: Send) -> Send:
 def create_app(config: GatewayConfig, metrics: Metrics | None = None, store: Store | None = None) -> CutoverApp:
     gateway = Gateway.build(config, metrics, store)
     app = CutoverApp(gateway)
-    # Meta-models call models through this very app, in-process, like any client.
+    # Meta-models call models through this very app, in-process, like any client; so does the quality judge.
     gateway.metas.bind(app, gateway.migrations.live.arms_of)
+    if gateway.migrations.judge is not None:
+        gateway.migrations.judge.bind(judge_call(InternalCaller(app, gateway.metas.internal_key, "judge")))
     return app
+
+
+def judge_call(caller: InternalCaller) -> JudgeCall:
+    async def call(alias: str, messages: list[dict[str, Any]], max_tokens: int) -> tuple[str, Decimal]:
+        result = await caller.complete(alias, messages, max_tokens)
+        return result.text, result.cost
+
+    return call

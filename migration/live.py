@@ -137,6 +137,10 @@ class LiveMigrations:
     def shadow_settings(self, migration_id: str) -> ShadowSettings:
         return self._live[migration_id].spec.shadow
 
+    def spec_of(self, migration_id: str) -> MigrationSpec | None:
+        live = self._live.get(migration_id)
+        return None if live is None else live.spec
+
     def shadow_allowed(self, decision: Decision) -> bool:
         """Still wanted now? A rollback between the decision and the copy stops it."""
         live = self._live.get(decision.migration_id)

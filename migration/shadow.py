@@ -24,6 +24,7 @@ from metering.meter import Meter
 from metering.pricing import to_micros
 from metering.usage import usage_chunk
 from migration.compare import AnswerSummary, compare, summarise_completion, summarise_stream, wants_json
+from migration.judge import JudgeRunner
 from migration.live import Decision, LiveMigrations
 from migration.quality import QualityCounts, check, expect
 from migration.window import Sample, kind_of
@@ -55,12 +56,14 @@ class ShadowPair:
 
 class ShadowRunner:
     def __init__(
-        self, dispatcher: Dispatcher, meter: Meter, live: LiveMigrations, metrics: MigrationMetrics
+        self, dispatcher: Dispatcher, meter: Meter, live: LiveMigrations, metrics: MigrationMetrics,
+        judge: JudgeRunner | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self._meter = meter
         self._live = live
         self._metrics = metrics
+        self._judge = judge
         self._tasks: dict[str, set[asyncio.Task[None]]] = {}
 
     def in_flight(self, migration_id: str) -> int:
@@ -90,9 +93,11 @@ class ShadowRunner:
         return pair
 
     def cancel(self, migration_id: str) -> None:
-        """A rollback stops shadowing at once: copies in flight are abandoned."""
+        """A rollback stops shadowing at once: copies in flight (and their judgements) are abandoned."""
         for task in list(self._tasks.get(migration_id, ())):
             task.cancel()
+        if self._judge is not None:
+            self._judge.cancel(migration_id)
 
     async def cancel_all(self) -> None:
         """At shutdown: no copy outlives the gateway (nothing would compare or record it)."""
@@ -100,6 +105,8 @@ class ShadowRunner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._judge is not None:
+            await self._judge.cancel_all()
 
     async def _run(self, decision: Decision, call: Call, pair: ShadowPair, timeout_s: float) -> None:
         migration_id = decision.migration_id
@@ -110,6 +117,7 @@ class ShadowRunner:
             if primary is None:
                 return
             self._compare(decision, primary, shadow, call.outbound[0].payload)
+            self._offer_to_judge(decision, call, primary, shadow, timeout_s)
         except asyncio.CancelledError:
             self._metrics.shadow_requests.labels(migration_id, "cancelled").inc()
             raise
@@ -229,3 +237,26 @@ class ShadowRunner:
         if cand is not None:
             pair = QualityCounts.of_pair(base, cand) if base is not None else QualityCounts.of_answer(cand)
             self._live.record_quality(decision, "candidate", pair)
+
+    def _offer_to_judge(
+        self, decision: Decision, call: Call, primary: AnswerSummary, shadow: AnswerSummary, timeout_s: float,
+    ) -> None:
+        spec = self._live.spec_of(decision.migration_id)
+        if self._judge is None or spec is None or decision.shadow_arm is None:
+            return
+        candidate, baseline = (shadow, primary) if decision.shadow_arm == "candidate" else (primary, shadow)
+        target = decision.shadow_target if decision.shadow_arm == "baseline" else decision.arm_target
+        request = call.outbound[0].payload
+
+        async def second_baseline() -> AnswerSummary | None:
+            # The noise floor's second answer from the baseline: one more copy, on the shadow ledger.
+            assert target is not None
+            body = {**copy.deepcopy(dict(request)), "model": target.model}
+            again = Call(call.alias, call.path, (Outbound(target, body),), call.stream, call.request_id + "-noise")
+            answer = await self._call(decision, again, timeout_s)
+            if answer.ok:
+                self._metrics.arm_cost.labels(decision.migration_id, "shadow").inc(answer.cost_micros / 1_000_000)
+            return answer
+
+        self._judge.offer(decision, spec.alias, spec.gates.quality, request, baseline, candidate,
+                          second_baseline if target is not None else None)

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 
 from config.migration import MigrationSpec
 from config.schema import GatewayConfig, StoreConfig
+from metering.ceiling import RateCeiling
 from metering.meter import Meter
 from migration.accounting import ArmAccounting
 from migration.controller import Controller
+from migration.judge import JudgeRunner
 from migration.live import LiveMigrations
 from migration.service import MigrationService
 from migration.shadow import ShadowRunner
@@ -53,6 +55,8 @@ class Migrations:
     service: MigrationService
     controller: Controller
     declared: list[MigrationSpec]
+    # Binds its calls once the app exists (gateway.app): they go through the gateway's own path.
+    judge: JudgeRunner | None = None
     _pending: list[MigrationSpec] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -91,7 +95,17 @@ def build_migrations(
     store = store or build_store(config.store)
     live = LiveMigrations(metrics)
     sync = StoreSync(store, live, metrics, replica_name())
-    shadow = ShadowRunner(dispatcher, meter, live, metrics)
+
+    def targets(alias: str) -> list[tuple[str, str]]:
+        configured = config.models[alias].targets if alias in config.models else []
+        return [(t.provider, t.model) for t in configured] + live.arms_of(alias)
+
+    judge = JudgeRunner(
+        metrics, lambda decision, counts: live.record_quality(decision, "candidate", counts),
+        RateCeiling(meter.prices, targets).worst_case,
+        judge_allowed=lambda alias: alias not in config.models or config.models[alias].judge,
+    )
+    shadow = ShadowRunner(dispatcher, meter, live, metrics, judge)
     service = MigrationService(
         store, live, sync, metrics, lambda: config.models, lambda: config.providers, on_stop_shadow=shadow.cancel
     )
@@ -99,7 +113,7 @@ def build_migrations(
         service, live, sync, metrics, config.controller.sync_interval_s, config.controller.lease_ttl_s
     )
     migrations = Migrations(
-        store, live, sync, shadow, ArmAccounting(live, metrics), service, controller, list(config.migrations)
+        store, live, sync, shadow, ArmAccounting(live, metrics), service, controller, list(config.migrations), judge
     )
     controller.before_round = migrations.adopt_declared
     return migrations

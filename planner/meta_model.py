@@ -24,11 +24,11 @@ from typing import Any, Protocol
 import orjson
 
 from config.schema import MetaModelConfig
+from metering.ceiling import RateCeiling
 from planner.cache import PlanCache
 from planner.internal import InternalCaller
 from planner.meta_stream import MetaStream
 from planner.outcome import RunOutcome
-from planner.pricing import RateCeiling
 from planner.reuse import normalised_shape
 from planner.rounds import Resume, RunState, call_id, find_resume, new_run_id, tool_call
 from planner.run import PlanRun

@@ -25,12 +25,12 @@ from decimal import Decimal
 from typing import Any
 
 from config.schema import MetaModelConfig
+from metering.ceiling import RateCeiling
 from planner.budget import DEADLINE, REPEATED_WORK, Budget, BudgetExhausted, Caps
 from planner.extract import extract_json
 from planner.internal import CallFailed, CallResult, InternalCaller
 from planner.outcome import RunOutcome, call_record, round_account, task_record
 from planner.plan import Plan, PlanLimits, Task, response_format, validate_plan
-from planner.pricing import RateCeiling
 from planner.prompts import (
     conversation_text,
     joiner_messages,

@@ -8,12 +8,12 @@ from decimal import Decimal
 from typing import Any
 
 from config.schema import GatewayConfig
+from metering.ceiling import RateCeiling
 from metering.pricing import PriceBook
 from metering.usage import Usage
 from planner.internal import InternalCaller
 from planner.mcp import McpServers
 from planner.meta_model import MetaModel
-from planner.pricing import RateCeiling
 from planner.runs import Runs
 from store.base import Store
 from telemetry.planner_metrics import PlannerMetrics

@@ -74,6 +74,24 @@ class MigrationMetrics:
             "tool_answers, tools_invalid, refusal, empty, cut_off.",
             ["migration", "arm", "check"], registry=registry,
         )
+        self.judge_calls = Counter(
+            "cutover_judge_calls", "Calls of the quality judge by outcome (ok, unreadable, failed).",
+            ["migration", "outcome"], registry=registry,
+        )
+        self.judge_spend = Counter(
+            "cutover_judge_cost_usd", "What the quality judge's calls cost: their own ledger.", ["migration"],
+            registry=registry,
+        )
+        self.judge_pairs = Counter(
+            "cutover_judge_pairs",
+            "Judged pairs by result for the candidate (win, tie, loss, flip: a tie because the judgement changed "
+            "with the order), and noise-floor pairs (noise_decisive, noise_tie).",
+            ["migration", "result"], registry=registry,
+        )
+        self.judge_dropped = Counter(
+            "cutover_judge_dropped", "Sampled pairs not judged: busy (no slot), budget (the hourly cap), excluded.",
+            ["migration", "reason"], registry=registry,
+        )
         self.shadow_latency_delta = Histogram(
             "cutover_shadow_latency_delta_seconds", "Shadow minus primary latency for each compared pair.",
             ["migration"], buckets=buckets.DELTA, registry=registry,

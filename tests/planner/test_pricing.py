@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from config.schema import ModelPrice
+from metering.ceiling import RateCeiling
 from metering.pricing import PriceBook
-from planner.pricing import RateCeiling
 from planner.prompts import NON_TEXT_PART_TOKENS as _NON_TEXT_PART_TOKENS
 from planner.prompts import prompt_token_bound as _prompt_token_bound
 

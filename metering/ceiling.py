@@ -1,9 +1,10 @@
-"""The most a run's next call can cost, so the dollar cap holds before the call, not after.
+"""The most a call can cost, so a dollar cap (a plan-and-execute run's, the quality judge's) holds before
+the call, not after.
 
 A call's real cost is known only when it ends, and an alias may be served by any of its
 targets (fallbacks) or by a migration's arm. `RateCeiling` prices a call at the dearest
 of them, per prompt token and per completion token separately, which bounds what any
-one of them would charge. The budget reserves that bound while the call runs, so calls
+one of them would charge. A budget reserves that bound while the call runs, so calls
 started together cannot add up past the cap.
 """
 

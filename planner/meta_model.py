@@ -34,7 +34,7 @@ from planner.rounds import Resume, RunState, call_id, find_resume, new_run_id, t
 from planner.run import PlanRun
 from planner.runs import Journal, Runs
 from planner.tool_tasks import ToolServer
-from planner.tools import ToolRequestError, ToolSpec, check_tool_choice, client_tools, make_spec, offers_tools
+from planner.tools import SpecCache, ToolRequestError, ToolSpec, check_tool_choice, client_tools, offers_tools
 from providers.base import UpstreamReply, UpstreamRequest
 from providers.errors import RunFailed, UpstreamStatusError
 from store.base import Store, StoreUnavailable
@@ -68,6 +68,7 @@ class MetaModel:
         self.name = name
         self._store = store
         self._servers = servers
+        self._specs = SpecCache()
         self.config = config
         self._metrics = metrics
         self._runs = runs
@@ -208,7 +209,7 @@ class MetaModel:
         self, request: UpstreamRequest, state: RunState, resume: Resume, journal: Journal, progress: Any,
     ) -> dict[str, Any]:
         assert self._caller is not None and self._ceiling is not None
-        client = [make_spec(t["name"], t["description"], t["parameters"]) for t in state.tools]
+        client = [self._specs.spec(t["name"], t["description"], t["parameters"]) for t in state.tools]
         specs, notes = await self._tools(client)
         answers = {}
         for call, task_id in state.issued.items():
@@ -225,7 +226,7 @@ class MetaModel:
         if outcome.tool_calls:
             return await self._hand_back(outcome, state, state.round + 1, answering=resume.round)
         result = self._finished(outcome, state.run_id, state.round + 1)
-        state.replies[str(resume.round)] = result
+        self._remember(state, str(resume.round), result)
         state.issued = {}
         self._keep(state, outcome)
         await self._save(state)
@@ -239,6 +240,13 @@ class MetaModel:
         except Exception as exc:
             self._metrics.runs.labels(self.name, "error", "exception").inc()
             raise RunFailed(f"the {self.name} run failed ({type(exc).__name__})") from None
+
+    @staticmethod
+    def _remember(state: RunState, answering: str, result: dict[str, Any]) -> None:
+        """Keep the answer a retry of this request gets: the first request's, and the latest round's (a client
+        cannot be retrying an older round: it has not seen the answers after it)."""
+        state.replies = {k: v for k, v in state.replies.items() if k == "start"}
+        state.replies[answering] = result
 
     @staticmethod
     def _keep(state: RunState, outcome: RunOutcome) -> None:
@@ -264,7 +272,7 @@ class MetaModel:
         message["content"] = None
         message["tool_calls"] = [tool_call(cid, task.tool or "", arguments) for cid, task, arguments in calls]
         result = {"body": body, "cost": str(outcome.cost), "trace": outcome.trace}
-        state.replies["start" if answering is None else str(answering)] = result
+        self._remember(state, "start" if answering is None else str(answering), result)
         await self._save(state)
         return result
 
@@ -334,7 +342,7 @@ class MetaModel:
             if not self.config.client_tools:
                 raise ToolRequestError("tools", f"The meta-model '{self.name}' does not call the client's tools: "
                                        "send the request without 'tools', or to a model that calls them.")
-            return client_tools(payload)
+            return client_tools(payload, self._specs)
         except ToolRequestError as exc:
             raise _client_error(exc.param, str(exc), "unsupported_parameter") from None
 

@@ -18,7 +18,7 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -67,9 +67,8 @@ class RunState:
     tools: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> bytes:
-        data = asdict(self)
-        data["results"] = {k: asdict(r) for k, r in self.results.items()}
-        return orjson.dumps(data, default=str)
+        # orjson writes dataclasses itself, without asdict's deep copy (Decimal as a string).
+        return orjson.dumps(self, default=str)
 
     @classmethod
     def from_json(cls, raw: bytes) -> RunState:

@@ -132,3 +132,11 @@ def test_the_win_rate_gate_is_there_only_with_a_judge() -> None:
     assert "quality_win_rate" not in {g.gate for g in evaluate(window, GateThresholds(), plan, 1.0).gates}
     with_judge = GateThresholds.model_validate({"quality": {"judge": "judge-model"}})
     assert evaluate(window, with_judge, plan, 1.0).gate("quality_win_rate").result == "inconclusive"
+
+
+def test_a_schema_the_checker_cannot_read_faults_no_answer() -> None:
+    broken = {"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "no-such-type"}}},
+              "tools": [{"type": "function", "function": {"name": "f", "parameters": {"$ref": "#/nowhere"}}}]}
+    wanted = expect(broken)
+    assert check(answer('{"a": 1}'), wanted).json_invalid is False  # type: ignore[union-attr]
+    assert check(answer(calls=(("f", "{}"),)), wanted).tools_invalid is False  # type: ignore[union-attr]

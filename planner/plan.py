@@ -40,7 +40,7 @@ Tier = Literal["cheap", "strong"]
 # Ids end up inside the delimiters of rendered inputs (`<<<result id="t1">>>`), so they are
 # restricted to characters that cannot forge or break a delimiter.
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_PLAN_KEYS = ("tasks", "final_instruction")
+_PLAN_KEYS = ("tasks", "final_instruction", "answer_from")
 _TASK_KEYS = ("id", "instruction", "deps", "tier", "max_tokens")
 _TOOL_KEYS = ("tool", "arguments")
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")
@@ -75,6 +75,9 @@ class Task:
 class Plan:
     tasks: tuple[Task, ...]
     final_instruction: str
+    # A model task whose output is the complete answer: when it and every other task succeed, the joiner
+    # (a strong model's call) is skipped.
+    answer_from: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.tasks, tuple):
@@ -82,7 +85,10 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as the planner would write it (for logs and re-plan prompts)."""
-        return {"tasks": [t.to_dict() for t in self.tasks], "final_instruction": self.final_instruction}
+        data: dict[str, Any] = {"tasks": [t.to_dict() for t in self.tasks], "final_instruction": self.final_instruction}
+        if self.answer_from is not None:
+            data["answer_from"] = self.answer_from
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +135,9 @@ def plan_json_schema(limits: PlanLimits | None = None, tools: bool = False) -> d
                   "description": f"1 to {lim.max_tasks_per_round} tasks, each listed after the tasks it depends on; "
                   f"dependency chains at most {lim.max_depth} long."},
         "final_instruction": {"type": "string", "description": "How to combine the task results into the answer."},
+        "answer_from": {"type": ["string", "null"],
+                        "description": "The id of a model task whose output is the complete answer for the user, "
+                        "or null to have the results combined by final_instruction."},
     })
 
 
@@ -359,11 +368,14 @@ def validate_plan(
     parsed = [t for i, raw in enumerate(raw_tasks)
               if (t := _parse_task(i, raw, limits, errors, tool_names)) is not None]
     _check_graph(raw_tasks, limits, known_result_ids, errors)
+    answer_from: Any = obj.get("answer_from")
+    if answer_from is not None and answer_from not in {t.id for t in parsed if t.tool is None}:
+        errors.append(f"'answer_from' must be null or the id of a model task of this plan, got {answer_from!r}")
     if errors:
         if len(errors) > _MAX_ERRORS:
             errors = [*errors[:_MAX_ERRORS], f"... and {len(errors) - _MAX_ERRORS} more errors"]
         return None, errors
-    return Plan(tasks=tuple(parsed), final_instruction=final), []
+    return Plan(tasks=tuple(parsed), final_instruction=final, answer_from=answer_from), []
 
 
 # Re-plan guard --------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ graph of tasks that cheaper models will execute, then say how to write the final
 
 Answer with ONE JSON object and nothing else:
 {"tasks": [{"id": "t1", "instruction": "...", "deps": [], "tier": "cheap", "max_tokens": 400}, ...],
- "final_instruction": "how to combine the task results into the answer"}
+ "final_instruction": "how to combine the task results into the answer", "answer_from": null}
 
 Rules:
 - ids are short and unique; "deps" lists ids of EARLIER tasks whose results this task needs.
@@ -23,6 +23,7 @@ Rules:
 - tier is "cheap" for routine work, "strong" only when a task truly needs a stronger model.
 - Each instruction must be self-contained: the executor sees only it, the user's request and its inputs.
 - Use as few tasks as the request needs; never more than {max_tasks}.
+- "answer_from": the id of a last task whose output is the whole answer (no combining step), else null.
 Budget left for the whole run: {budget}."""
 
 REPAIR = """Your plan could not be used:

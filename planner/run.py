@@ -331,6 +331,10 @@ class PlanRun:
                     continue  # calls whose arguments failed: run again, so what depends on them is skipped
             if stop is not None:
                 break
+            direct = self._answer_of(plan, results)
+            if direct is not None:
+                answer = direct
+                break
             action, text = await self._join(plan, results)
             if action == "finish":
                 answer = text
@@ -346,10 +350,21 @@ class PlanRun:
                 stop = REPEATED_WORK if self.repeated_work else self._stop_now() or "replan_invalid"
                 break
             self.budget.note_replan()
-            plan = Plan(plan.tasks + replanned.tasks, replanned.final_instruction)
+            plan = Plan(plan.tasks + replanned.tasks, replanned.final_instruction, replanned.answer_from)
         if answer is None:
             answer = await self._answer_from_partial(plan, results, stop or "stopped")
         return self._outcome(answer, stop, results, overhead, list(plan.tasks), cache_hit=cache_hit, plan=plan)
+
+    def _answer_of(self, plan: Plan, results: dict[str, TaskResult]) -> str | None:
+        """The output of the plan's `answer_from` task, when every task succeeded and it was not cut off:
+        the answer, with no joiner call. Anything less goes to the joiner, which may re-plan."""
+        chosen = results.get(plan.answer_from) if plan.answer_from is not None else None
+        if chosen is None or chosen.finish_reason == "length" or not chosen.output.strip():
+            return None
+        if any(results.get(t.id) is None or results[t.id].status != "ok" for t in plan.tasks):
+            return None
+        self.notes.append(f"answer taken from task {plan.answer_from}; joiner skipped")
+        return chosen.output
 
     def _tool_names(self) -> list[str]:
         return list(self.tools.specs) if self.tools is not None else []

@@ -345,8 +345,9 @@ def test_a_final_answer_near_the_dollar_cap_may_only_write_what_is_left(make_rig
 
 @pytest.mark.parametrize("concurrency", [1, 3])
 def test_max_cost_usd_stops_the_run(make_rig: RigFactory, concurrency: int) -> None:
-    cap = Decimal("0.02")
-    # About $0.0022 a task after $0.007 of planning, each held at up to ~$0.0045 while it runs.
+    # About $0.0022 a task after ~$0.009 of planning, each held at up to ~$0.0045 while it runs (the planner's
+    # reply must fit in what the cap leaves after its prompt).
+    cap = Decimal("0.022")
     rig = make_rig(plan=plan_text([task(f"p{i}", tier="strong", max_tokens=300) for i in range(12)]),
                    strong_settings={"output_tokens": 250},
                    meta=meta_config(concurrency=concurrency, caps={"max_cost_usd": str(cap)}))

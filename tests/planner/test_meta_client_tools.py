@@ -278,3 +278,32 @@ def test_the_responses_api_tool_loop(make_rig: RigFactory, chained: bool) -> Non
                                              store=False)
     assert second.output_text == JOINER_ANSWER
     assert len(rig.ok_requests("planner-m")) == 1
+
+
+def test_a_plan_whose_last_task_writes_the_answer_skips_the_joiner(make_rig: RigFactory) -> None:
+    rig = make_rig(plan=weather_plan(), cheap_settings={"replies": {CHEAP_M: "Paris: picnic weather."}})
+    plan = json.loads(weather_plan())
+    rig.planner.set_settings(rig.planner.settings.model_copy(
+        update={"replies": {"planner-m": json.dumps({**plan, "answer_from": "cmp"})}}))
+    answers, _ = run_tool_loop(rig.client, [{"role": "user", "content": QUESTION}],
+                               extra_body={"cutover": {"trace": True}})
+    assert answers[-1].choices[0].message.content == "Paris: picnic weather."
+    assert rig.ok_requests("joiner-m") == []
+    notes = answers[-1].model_extra["cutover"]["trace"]["notes"]  # type: ignore[index]
+    assert "answer taken from task cmp; joiner skipped" in notes
+
+
+def test_answer_from_is_not_trusted_when_a_task_failed(make_rig: RigFactory) -> None:
+    plan = json.loads(weather_plan())
+    rig = make_rig(plan=json.dumps({**plan, "answer_from": "cmp"}))
+    messages: list[Any] = [{"role": "user", "content": QUESTION}]
+    first = rig.client.chat.completions.create(model=META, messages=messages, tools=[WEATHER_TOOL])
+    messages.append(first.choices[0].message)
+    # The comparison fails: its output cannot be the answer, so the joiner decides.
+    rig.cheap.set_settings(rig.cheap.settings.model_copy(update={"error_rate": 1.0,
+                                                                 "error_kinds": {"server_error": 1.0}}))
+    for call in first.choices[0].message.tool_calls or ():
+        messages.append({"role": "tool", "tool_call_id": call.id, "content": "sunny"})
+    second = rig.client.chat.completions.create(model=META, messages=messages, tools=[WEATHER_TOOL])
+    assert second.choices[0].message.content == JOINER_ANSWER
+    assert len(rig.ok_requests("joiner-m")) == 1

@@ -405,3 +405,15 @@ def test_the_schema_with_tools_stays_strict() -> None:
     assert item["required"] == ["id", "instruction", "deps", "tier", "max_tokens", "tool", "arguments"]
     assert item["additionalProperties"] is False
     assert "tool" not in plan_json_schema()["properties"]["tasks"]["items"]["properties"]
+
+
+def test_answer_from_names_a_model_task_of_the_plan() -> None:
+    obj = {"tasks": [task("t1"), tool_task("w1", "search", {}), task("t2", "t1", "w1")], "final_instruction": "x",
+           "answer_from": "t2"}
+    plan, errors = validate_plan(obj, tool_names=TOOLS)
+    assert errors == [] and plan is not None and plan.answer_from == "t2"
+    assert validate_plan(plan.to_dict(), tool_names=TOOLS)[0] == plan
+    for wrong in ("w1", "nope", 3):
+        plan, errors = validate_plan({**obj, "answer_from": wrong}, tool_names=TOOLS)
+        assert plan is None and any("'answer_from' must be null or the id of a model task" in e for e in errors)
+    assert validate_plan({**obj, "answer_from": None}, tool_names=TOOLS)[0] is not None

@@ -25,6 +25,11 @@ TOKENS_PER_S = "suffix: tok/s"
 # The migration gates' defaults (config/migration.py GateThresholds), drawn as threshold lines.
 GATE_ERROR_RATE = 0.02
 GATE_P99_S = 0.8
+# The quality gates' defaults (config/migration.py QualityGates): the win-rate floor (0.5 - win_rate_margin),
+# the judge's noise floor above which the win-rate gate cannot pass, and the judge's spend cap per rolling hour.
+GATE_WIN_RATE_FLOOR = 0.45
+GATE_MAX_NOISE_FLOOR = 0.5
+JUDGE_USD_PER_HOUR = 2.0
 
 
 @dataclass(frozen=True)
@@ -91,11 +96,12 @@ class Board:
         self, title: str, description: str, queries: list[Q], unit: str, *, kind: str = "timeseries",
         w: int = 8, h: int = 8, thresholds: list[tuple[float, str]] | None = None, threshold_line: bool = False,
         stack: bool = False, bars: bool = False, min_value: float | None = None, max_value: float | None = None,
-        mappings: list[dict[str, Any]] | None = None, decimals: int | None = None,
+        mappings: list[dict[str, Any]] | None = None, decimals: int | None = None, base_color: str = "green",
     ) -> None:
+        """`thresholds`: (value, colour) steps above `base_color`, the colour below the first of them."""
         if self._x + w > 24:
             self._newline()
-        steps = [{"color": "green", "value": None}]
+        steps: list[dict[str, Any]] = [{"color": base_color, "value": None}]
         steps += [{"color": color, "value": value} for value, color in thresholds or []]
         defaults: dict[str, Any] = {
             "unit": unit,

@@ -6,7 +6,11 @@ from board import (
     COUNT,
     DS,
     GATE_ERROR_RATE,
+    GATE_MAX_NOISE_FLOOR,
     GATE_P99_S,
+    GATE_WIN_RATE_FLOOR,
+    JUDGE_USD_PER_HOUR,
+    PER_MIN,
     RATIO,
     REQ_PER_S,
     RI,
@@ -78,8 +82,8 @@ def migration() -> Board:
     board.panel(
         "Rollbacks since the gateway started, by cause",
         "Rollbacks by cause: the first failing gate (critical_error_ratio = the critical error guard, "
-        "error_rate, latency_p99, ttft_p99, cost) or manual. Each rollback is also an annotation on the time "
-        "series.",
+        "error_rate, latency_p99, ttft_p99, cost, quality_json, quality_tools, quality_win_rate) or manual. Each "
+        "rollback is also an annotation on the time series.",
         [Q(f"sum by (reason) ({rollbacks})", "{{reason}}", instant=True)],
         COUNT, kind="stat", w=8, thresholds=[(1, "red")], decimals=0,
     )
@@ -141,7 +145,8 @@ def migration() -> Board:
     board.panel(
         "Gate verdicts",
         "Gate results at each analysis tick: pass, fail, inconclusive (not enough evidence yet) or skipped, "
-        "per gate (critical_error_ratio, error_rate, latency_p99, ttft_p99, cost).",
+        "per gate (critical_error_ratio, error_rate, latency_p99, ttft_p99, cost, quality_json, quality_tools, "
+        "and quality_win_rate when a judge is set); a gate with _recent judged the step's latest block alone.",
         [Q(f"sum by (gate, result) (increase(cutover_migration_verdicts_total{{{m}}}[{RI}]))",
            "{{gate}} {{result}}")],
         COUNT, w=24, bars=True, stack=True,
@@ -184,4 +189,111 @@ def migration() -> Board:
          *quantiles("cutover_shadow_cost_delta_usd", m, "", (0.5,))],
         USD, w=12,
     )
+
+    board.row("Quality")
+    _quality(board, m)
     return board
+
+
+# The judge's figures are read over a sliding hour: judged pairs are a small sample of the compared ones.
+JUDGE_WINDOW = "1h"
+
+
+def _quality(board: Board, m: str) -> None:
+    """The quality row: the LLM judge's verdicts and costs, and the cheap checks of both arms' answers."""
+    pairs = "cutover_judge_pairs_total"
+    judged = f'sum(increase({pairs}{{{m}, result=~"win|tie|flip|loss"}}[{JUDGE_WINDOW}]))'
+    noise = f'sum(increase({pairs}{{{m}, result=~"noise_decisive|noise_tie"}}[{JUDGE_WINDOW}]))'
+
+    def counted(results: str, whole: str) -> str:
+        # A result no pair has had yet has no series: 0, wherever the whole has data.
+        return f'(sum(increase({pairs}{{{m}, result=~"{results}"}}[{JUDGE_WINDOW}])) or 0 * {whole})'
+
+    # Each judged pair scores the candidate 1 (win), 1/2 (tie, or a judgement that flipped with the order), 0 (loss).
+    win_rate = f"({counted('win', judged)} + 0.5 * {counted('tie|flip', judged)}) / {judged}"
+    second_moment = f"({counted('win', judged)} + 0.25 * {counted('tie|flip', judged)}) / {judged}"
+    band = f"1.96 * sqrt(clamp_min({second_moment} - ({win_rate}) ^ 2, 0) / {judged})"
+    board.panel(
+        "Judge win rate of the candidate, with 95 % bounds",
+        "Share of judged pairs the candidate won, ties and order flips counting half: (win + (tie + flip) / 2) / "
+        "judged, over the last hour, with a normal-approximation 95 % band (1.96 standard errors of the pairs' "
+        "scores). Red below 45 %: 0.5 minus the default win_rate_margin. The win-rate gate itself reads the whole "
+        "step with an anytime-valid confidence sequence and also needs the judge's noise floor measured, so the "
+        "verdict is the gate's (Gates row), not this band.",
+        [Q(win_rate, "win rate"),
+         Q(f"clamp_min({win_rate} - {band}, 0)", "lower bound"),
+         Q(f"clamp_max({win_rate} + {band}, 1)", "upper bound")],
+        RATIO, w=12, thresholds=[(GATE_WIN_RATE_FLOOR, "green")], base_color="red", threshold_line=True,
+        min_value=0, max_value=1,
+    )
+    board.panel(
+        "Judged pairs per minute by result",
+        "Pairs the judge decided, each judged in both orders of the answers: the candidate's win, tie or loss, "
+        "flip (the judgement changed with the order: a tie), and the noise-floor pairs (two answers of the "
+        "baseline to one request): noise_decisive (the judge preferred one all the same) or noise_tie.",
+        [Q(f"sum by (result) (rate({pairs}{{{m}}}[{RI}])) * 60", "{{result}}")],
+        PER_MIN, w=12,
+    )
+    board.panel(
+        "Judge noise floor and order flips",
+        "Noise floor: share of noise-floor pairs (two baseline answers to one request) on which the judge "
+        "preferred one anyway; above the gate's max_noise_floor (line: the default 50 %) the win-rate gate "
+        "cannot pass. Order flips: share of judged pairs whose judgement changed with the order of the answers. "
+        "Both over the last hour.",
+        [Q(f"{counted('noise_decisive', noise)} / {noise}", "noise floor"),
+         Q(f"{counted('flip', judged)} / {judged}", "order flips")],
+        RATIO, w=8, thresholds=[(GATE_MAX_NOISE_FLOOR, "red")], threshold_line=True, min_value=0, max_value=1,
+    )
+    board.panel(
+        "Judge calls and dropped pairs per minute",
+        "Calls of the judge by outcome (ok, unreadable: no verdict in the reply, failed), two per judged pair; "
+        "and sampled pairs not judged, by reason: busy (max_concurrency reached), budget (the hourly spend cap), "
+        "excluded (the request offered tools and exclude_tools is set, or the alias opted out).",
+        [Q(f"sum by (outcome) (rate(cutover_judge_calls_total{{{m}}}[{RI}])) * 60", "calls {{outcome}}"),
+         Q(f"sum by (reason) (rate(cutover_judge_dropped_total{{{m}}}[{RI}])) * 60", "dropped {{reason}}")],
+        PER_MIN, w=8,
+    )
+    board.panel(
+        "Judge spend over the last hour",
+        "USD the judge's calls cost over the last rolling hour: its own ledger, what max_usd_per_hour caps "
+        "(line: the default 2 USD). The cap holds each pair's worst case while it is judged, so spend stays "
+        "under it; pairs beyond it are dropped (budget).",
+        [Q(f"sum(increase(cutover_judge_cost_usd_total{{{m}}}[{JUDGE_WINDOW}]))", "judge spend")],
+        USD, w=8, thresholds=[(JUDGE_USD_PER_HOUR, "red")], threshold_line=True, min_value=0,
+    )
+
+    checks = "cutover_migration_quality_checks_total"
+
+    def share(part: str, whole: str) -> str:
+        """Per arm: answers failing a check over the answers it applies to (0 while none failed)."""
+        total = f'sum by (arm) (rate({checks}{{{m}, check="{whole}"}}[{RI}]))'
+        return f'(sum by (arm) (rate({checks}{{{m}, check="{part}"}}[{RI}])) or 0 * {total}) / {total}'
+
+    board.panel(
+        "Invalid JSON rate by arm",
+        "Share of answers to requests asking for JSON (response_format json_object or json_schema) that do not "
+        "parse or do not fit the schema, per arm, on compared pairs. The quality_json gate compares the arms "
+        "pair by pair: it fails when the candidate's rate is confidently more than 2 points (json_margin) above "
+        "the baseline's.",
+        [Q(share("json_invalid", "json_expected"), "{{arm}}")],
+        RATIO, w=8, min_value=0,
+    )
+    board.panel(
+        "Invalid tool call rate by arm",
+        "Share of answers calling tools whose calls name a tool the request did not offer or whose arguments "
+        "do not parse or fit the tool's schema, per arm, on compared pairs. The quality_tools gate fails when "
+        "the candidate's rate is confidently more than 2 points (tool_call_margin) above the baseline's, pair by "
+        "pair.",
+        [Q(share("tools_invalid", "tool_answers"), "{{arm}}")],
+        RATIO, w=8, min_value=0,
+    )
+    board.panel(
+        "Refusal, empty and cut-off rates by arm",
+        "Share of each arm's checked answers (compared pairs) that are refusals (the API's refusal field), "
+        "empty (no text and no tool call) or cut off at their token limit (finish reason length). Shown for "
+        "diagnosis; no gate reads them.",
+        [Q(share("refusals", "checked"), "{{arm}} refusals"),
+         Q(share("empty", "checked"), "{{arm}} empty"),
+         Q(share("cut_off", "checked"), "{{arm}} cut off")],
+        RATIO, w=8, min_value=0, max_value=1,
+    )

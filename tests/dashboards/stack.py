@@ -5,7 +5,10 @@
 
 * migration m1 (alias gpt-4, legacy -> modern) declared in the config with a plan
   in seconds: shadow 50 % (a one-copy shadow pool, so copies are also dropped),
-  then canary 50 % -> 100 %;
+  then canary 50 % -> 100 %; its quality gates have a judge (alias judge, whose
+  simulated model always answers "tie") sampling every compared pair, with a noise
+  floor; the clients' requests to gpt-4 ask for JSON, offer a tool (not judged:
+  exclude_tools) or set a token limit that cuts the answer off, beside plain ones;
 * alias chat = [flaky, backup]: the flaky target fails 40 % of attempts, so there
   are retries, fallbacks and cool-downs while clients still get answers;
 * alias stream: streams that break after their first byte;
@@ -89,6 +92,14 @@ PLAN = {
     "interval_s": 0.5, "consecutive_failures": 1, "post_promotion_shadow_percent": 20, "safety_window_s": 120,
 }
 BROKEN = {"error_rate": 1.0, "error_kinds": {"server_error": 1.0}}
+# A candidate that answers everything with the same prose: requests asking for JSON get invalid JSON.
+PROSE_ONLY = {"reply": "Sorry, I can only answer in prose."}
+# The judge's verdict on every pair, in either order: a tie.
+JUDGE_TIE = json.dumps({"winner": "tie", "reason": "Both answers serve the request equally well."})
+REFUND_TOOL = {"type": "function", "function": {
+    "name": "lookup_refund_rule", "description": "The refund rule for a case.",
+    "parameters": {"type": "object", "properties": {"case": {"type": "string", "enum": ["damaged", "late"]}},
+                   "required": ["case"], "additionalProperties": False}}}
 
 
 # The sampling period of the scenario's observations: each costs the gateway or Prometheus real
@@ -112,6 +123,7 @@ class Sims:
             "plan-b": json.dumps(REPLAN_B), "joiner-replan": json.dumps(JOIN_REPLAN)}},
         "plans": {"first_token_ms": 10, "replies": {"plan-a": json.dumps(REPLAN_A)},
                   "script": ["ok", "server_error", "server_error"]},
+        "judge": {"first_token_ms": 5, "replies": {"judge-m": JUDGE_TIE}},
     }
 
     def __init__(self) -> None:
@@ -154,6 +166,7 @@ def gateway_config(sims: Sims, state_path: Path) -> dict[str, Any]:
             "cheap": {"targets": [target("pe", "cheap-m")]},
             "replanner": {"targets": [target("plans", "plan-a"), target("pe", "plan-b")]},
             "joiner-replan": {"targets": [target("pe", "joiner-replan")]},
+            "judge": {"targets": [target("judge", "judge-m")]},
         },
         "prices": {
             "legacy-large": {"input": 10, "output": 30},
@@ -168,6 +181,7 @@ def gateway_config(sims: Sims, state_path: Path) -> dict[str, Any]:
             "plan-a": {"input": 10, "output": 30},
             "plan-b": {"input": 10, "output": 30},
             "joiner-replan": {"input": 10, "output": 30},
+            "judge-m": {"input": 1, "output": 4},
         },
         "routing": {
             "retry": {"max_attempts_per_target": 2, "initial_backoff_s": 0.01, "max_backoff_s": 0.05,
@@ -180,9 +194,13 @@ def gateway_config(sims: Sims, state_path: Path) -> dict[str, Any]:
             "id": MIGRATION_ID, "alias": "gpt-4",
             "baseline": target("legacy", "legacy-large"), "candidate": target("modern", "modern-large"),
             "sticky": {"salt": "dashboards"}, "plan": PLAN,
-            # Only errors may roll it back: latency gates a loaded CI machine could trip are relaxed.
-            # A loose level lets each step pass after a few hundred answers (these tests are about the panels).
-            "gates": {"p99_ms": 10_000, "ttft_p99_ms": 10_000, "alpha": 0.2},
+            # Latency gates a loaded CI machine could trip are relaxed. A loose level lets each step pass after
+            # a few hundred answers, and a few judged pairs pass the win-rate gate (these tests are about the
+            # panels). The judge is offered every compared pair (two at most at a time: more are dropped as busy),
+            # half of them with a noise-floor pair; requests offering tools are not judged (dropped, excluded).
+            "gates": {"p99_ms": 10_000, "ttft_p99_ms": 10_000, "alpha": 0.2, "quality": {
+                "judge": "judge", "sample": 1.0, "max_concurrency": 2, "min_judged": 5, "noise_share": 0.5,
+                "min_noise_pairs": 1, "canary_pair_share": 0.5, "exclude_tools": True, "max_usd_per_hour": 10.0}},
             "shadow": {"timeout_s": 5, "max_concurrency": 1},
         }],
         "meta_models": {
@@ -329,10 +347,20 @@ class Traffic:
                 self._stop.wait(pause_s)
 
     def _migrated(self, client: httpx.Client, rng: random.Random, n: int) -> None:
-        self._post(client, "gpt-4", {
-            "model": "gpt-4", "user": f"user-{rng.randrange(10_000)}", "stream": rng.random() < 0.3,
+        # Half are streams: the ttft gate needs a few hundred of them before the shadow step may pass.
+        body: dict[str, Any] = {
+            "model": "gpt-4", "user": f"user-{rng.randrange(10_000)}", "stream": rng.random() < 0.5,
             "max_tokens": 16, "messages": [{"role": "user", "content": "Summarise our refund policy."}],
-        })
+        }
+        # The quality checks' cases: JSON asked for, a tool offered, an answer cut off at its token limit.
+        if n % 3 == 1:
+            body["response_format"] = {"type": "json_object"}
+            body["messages"] = [{"role": "user", "content": "Our refund policy as a JSON object, please."}]
+        elif n % 6 == 2:
+            body["tools"] = [REFUND_TOOL]
+        elif n % 6 == 3:
+            body["max_tokens"] = 3
+        self._post(client, "gpt-4", body)
 
     def _resilience(self, client: httpx.Client, rng: random.Random, n: int) -> None:
         if n % 10 == 0:

@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_migrate.add_parser(sub)
 
     demo = sub.add_parser("demo", help="watch a migration promote, then roll back, on simulated upstreams")
-    demo.add_argument("--degrade", choices=["error", "latency", "cost"], default="error",
+    demo.add_argument("--degrade", choices=["error", "latency", "cost", "quality"], default="error",
                       help="how the candidate degrades in scenario 2")
     demo.add_argument("--scenario", choices=["1", "2", "both"], default="both")
     demo.set_defaults(func=cmd_demo)

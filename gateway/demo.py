@@ -7,8 +7,11 @@ and the embedded SQLite store in a temporary directory. No key, no network.
 Scenario 1: the migration walks shadow -> 50 -> 100 % and is promoted, each step once its gates show the
 candidate under every threshold.
 Scenario 2: a fresh migration runs until the candidate serves half the traffic, then
-the candidate degrades (error rate, latency or cost) and the controller rolls it back
-at the first analysis that sees it. The demo plan uses seconds where production uses
+the candidate degrades (error rate, latency, cost, or the quality of its answers) and the
+controller rolls it back at the first analysis that sees it. With `--degrade quality` both
+migrations have a quality judge (a scripted simulated judge that prefers on-topic answers):
+the degraded candidate is as fast, cheap and error-free as before, but its answers go off
+topic, and the judge's win-rate gate rolls it back. The demo plan uses seconds where production uses
 hours, and rolls back on the first failed check instead of the third.
 """
 
@@ -42,7 +45,12 @@ DEGRADED: dict[str, dict[str, Any]] = {
     "error": {**MODERN, "error_rate": 0.6, "error_kinds": {"server_error": 1.0}},
     "latency": {**MODERN, "first_token_ms": 1300},
     "cost": {**MODERN, "output_tokens": 160},
+    "quality": {**MODERN, "quality": {"off_topic": 1.0}},
 }
+# The judge of `--degrade quality`: fast, cheap, and scripted (simulator.judge) to prefer on-topic answers.
+JUDGE = {"first_token_ms": 15, "per_token_ms": 0, "jitter_ms": 0, "judge": {}}
+QUALITY_GATES = {"judge": "judge", "sample": 1.0, "max_concurrency": 8, "canary_pair_share": 0.25,
+                 "noise_share": 0.2, "max_usd_per_hour": 5}
 PLAN = {
     "shadow_percent": 50, "weights": [50, 100], "min_step_s": 2.5, "max_step_s": 60, "min_samples": 30,
     "interval_s": 1.0, "consecutive_failures": 1, "post_promotion_shadow_percent": 10, "safety_window_s": 3,
@@ -61,24 +69,31 @@ def demo_config(state_path: Path, port: int) -> Any:
         "providers": {
             "legacy": {"type": "simulated", "simulation": LEGACY},
             "modern": {"type": "simulated", "simulation": MODERN},
+            "referee": {"type": "simulated", "simulation": JUDGE},
         },
-        "models": {"gpt-4": {"targets": [{"provider": "legacy", "model": "legacy-large"}]}},
+        "models": {
+            "gpt-4": {"targets": [{"provider": "legacy", "model": "legacy-large"}]},
+            "judge": {"targets": [{"provider": "referee", "model": "judge-small"}]},
+        },
         "prices": {
             "legacy-large": {"input": 10, "output": 30, "context_window": 128000},
             "modern-large": {"input": 2, "output": 8, "context_window": 128000},
+            "judge-small": {"input": 0.1, "output": 0.4, "context_window": 128000},
         },
         "store": {"backend": "sqlite", "path": str(state_path)},
         "controller": {"sync_interval_s": 0.25, "lease_ttl_s": 3},
     }, env={"DEMO_KEY": KEY})
 
 
-def spec(migration_id: str) -> dict[str, Any]:
+def spec(migration_id: str, judged: bool = False) -> dict[str, Any]:
+    gates: dict[str, Any] = {"p99_ms": 800, "ttft_p99_ms": 800, "error_rate": 0.02, "cost_increase": 0.05, **GATES}
+    if judged:
+        gates["quality"] = QUALITY_GATES
     return {
         "id": migration_id, "alias": "gpt-4",
         "baseline": {"provider": "legacy", "model": "legacy-large"},
         "candidate": {"provider": "modern", "model": "modern-large"},
-        "plan": PLAN, "sticky": {"salt": migration_id},
-        "gates": {"p99_ms": 800, "ttft_p99_ms": 800, "error_rate": 0.02, "cost_increase": 0.05, **GATES},
+        "plan": PLAN, "sticky": {"salt": migration_id}, "gates": gates,
     }
 
 
@@ -183,7 +198,7 @@ async def run_demo(degrade: str, scenarios: set[int], out: Any = sys.stdout) -> 
         ok = True
         try:
             if 1 in scenarios:
-                await service.create(_spec_model("demo-promote"), "demo-operator", start=True)
+                await service.create(_spec_model("demo-promote", degrade == "quality"), "demo-operator", start=True)
                 final = await _watch(
                     app, "demo-promote", lambda s: s["phase"] == "promoted" and s["shadow_percent"] == 0, 90,
                     lambda s: None, out, traffic, "Scenario 1: legacy -> modern, promoted step by step",
@@ -192,7 +207,7 @@ async def run_demo(degrade: str, scenarios: set[int], out: Any = sys.stdout) -> 
                 results.append(f"scenario 1: {final['phase']} ({final['reason']})")
                 results += summarise_audit(await app.parts.migrations.store.audit("demo-promote"))
             if 2 in scenarios:
-                await service.create(_spec_model("demo-rollback"), "demo-operator", start=True)
+                await service.create(_spec_model("demo-rollback", degrade == "quality"), "demo-operator", start=True)
                 degraded_at: list[float] = []
 
                 def degrade_at_half(state: dict[str, Any]) -> None:
@@ -217,8 +232,8 @@ async def run_demo(degrade: str, scenarios: set[int], out: Any = sys.stdout) -> 
         return 0 if ok else 1
 
 
-def _spec_model(migration_id: str) -> MigrationSpec:
-    return MigrationSpec.model_validate(spec(migration_id))
+def _spec_model(migration_id: str, judged: bool = False) -> MigrationSpec:
+    return MigrationSpec.model_validate(spec(migration_id, judged))
 
 
 def _set_candidate(app: CutoverApp, behaviour: dict[str, Any]) -> None:

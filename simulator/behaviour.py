@@ -12,6 +12,9 @@ from typing import Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from simulator.judge import JudgeScript
+from simulator.quality import Quality
+
 FaultKind = Literal[
     "rate_limit",
     "server_error",
@@ -70,6 +73,17 @@ class SimulationSettings(BaseModel):
     Without a fixed reply, a request asking for structured output gets the
     smallest JSON that fits its schema (simulator.schema), and one offering
     function tools gets a call to one of them (simulator.tools).
+
+    Tool use (Chat Completions): ``tool_rounds`` is how many tool results a
+    turn must hold before the model answers; until then every answer is one
+    more tool call (a ReAct loop, one call per round trip), with arguments
+    that vary by round. 1, the default: one call, then an ordinary reply.
+
+    Answer quality: ``qualities[model]``, else ``quality`` (simulator.quality):
+    rates of short, off-topic, invalid-JSON answers and malformed tool
+    arguments, reproducible per request; the default is healthy. ``judge``
+    (simulator.judge), when set, answers judge prompts (migration.judge's
+    format) with a scripted JSON verdict that follows the answers shown.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -96,6 +110,12 @@ class SimulationSettings(BaseModel):
     record_limit: int = Field(default=10000, ge=0)
 
     embedding_dims: int = Field(default=8, ge=1, le=3072)
+
+    tool_rounds: int = Field(default=1, ge=1, le=1000)
+
+    quality: Quality = Field(default_factory=Quality)
+    qualities: dict[str, Quality] = Field(default_factory=dict)
+    judge: JudgeScript | None = None
 
     @field_validator("error_kinds")
     @classmethod

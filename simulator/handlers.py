@@ -10,7 +10,7 @@ from typing import Any, Final, TypeVar
 import orjson
 from aiohttp import web
 
-from simulator import faults
+from simulator import faults, shaping
 from simulator.behaviour import SimulationSettings
 from simulator.schema import structured_reply
 from simulator.state import STATE_KEY, RecordedRequest, SimulatorState
@@ -92,7 +92,11 @@ async def serve(request: web.Request, body: dict[str, Any], stream: bool, answer
             return immediate
         if outcome == "timeout":
             return await faults.hang_then_close(request, state, settings.hang_s)
-        return await answer(settings, outcome, seq)
+        # The quality knob and the scripted judge (simulator.shaping); a healthy model passes through.
+        shaped = shaping.shape(state, settings, request.path, body, outcome)
+        if shaped.call is not None and request.path == shaping.CHAT_PATH:
+            return await _call_tool(request, state, settings, body, seq, stream, shaped.call)
+        return shaping.finish(shaped, await answer(shaped.settings, outcome, seq))
     finally:
         if entry is not None:
             entry.ended_at = time.time()
@@ -115,7 +119,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             return faults.shapeless_response(body["model"], "chat")
         # A fixed reply wins: tests that set one expect it whatever the request offers.
         fixed = body["model"] in settings.replies or settings.reply is not None
-        call = requested_call(body) if outcome == "ok" and not fixed else None
+        call = requested_call(body, settings.tool_rounds) if outcome == "ok" and not fixed else None
         if call is not None:
             return await _call_tool(request, state, settings, body, seq, stream, call)
         if stream:

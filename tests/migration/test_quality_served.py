@@ -103,3 +103,41 @@ def test_the_judges_hourly_spend_cap_holds_under_load(make_stack: StackFactory) 
     assert Decimal(str(spent)) <= Decimal(str(cap))
     window = stack.live.local_window(MIGRATION_ID)
     assert window is not None and window.candidate.quality.judged == judged and window.candidate.quality.ties == judged
+
+
+def judged_stack(make_stack: StackFactory, candidate: dict[str, Any], plan: dict[str, Any]) -> Any:
+    """A migration whose pairs all go to a scripted judge (simulator.judge), served on the baseline's simulator."""
+    return make_stack(
+        migrations=[migration_spec(plan=plan, gates={"quality": {
+            "judge": "judge", "sample": 1.0, "max_concurrency": 8, "noise_share": 0.3, "min_judged": 30,
+            "canary_pair_share": 0.5}})],
+        # Answers of 24 words: the off-topic reply is not also judged for being much longer than the other.
+        baseline={"judge": {}, "output_tokens": 24},
+        candidate={"output_tokens": 24, **candidate},
+        models={ALIAS: route(("legacy", "old")), "judge": route(("legacy", "judge-m"))},
+    )
+
+
+def test_a_candidate_the_judge_finds_worse_is_rolled_back(make_stack: StackFactory) -> None:
+    stack = judged_stack(make_stack, {"quality": {"off_topic": 1.0}},
+                         fast_plan(shadow_percent=100.0, min_step_s=600.0, max_step_s=1200.0))
+    with Traffic(stack.gw, workers=6):
+        stack.wait_for("rolled_back", timeout=40)
+    rollback = stack.transitions()[-1]
+    failed = [g for g in rollback["verdict"]["gates"] if g["result"] == "fail"]
+    assert failed[0]["gate"] == "quality_win_rate", [g["gate"] for g in failed]
+    inputs = failed[0]["inputs"]
+    assert inputs["judged"] >= 30 and inputs["losses"] > inputs["wins"]
+    assert metric(stack.metrics(), "cutover_migration_rollbacks_total", migration=MIGRATION_ID,
+                  reason="quality_win_rate") == 1
+
+
+def test_an_equivalent_candidate_is_promoted_with_the_judge_watching(make_stack: StackFactory) -> None:
+    stack = judged_stack(make_stack, {}, fast_plan(shadow_percent=100.0, weights=[100], safety_window_s=0.5))
+    with Traffic(stack.gw, workers=6):
+        stack.wait_for("promoted", timeout=60)
+    passed = [t for t in stack.transitions() if t["from_phase"] == "shadow"][-1]
+    gate = next(g for g in passed["verdict"]["gates"] if g["gate"] == "quality_win_rate" and g["scope"] == "step")
+    assert gate["result"] == "pass"
+    assert gate["inputs"]["judged"] >= 30 and gate["inputs"]["noise_pairs"] >= 10
+    assert gate["inputs"]["wins"] == gate["inputs"]["losses"] == 0  # equal answers: ties

@@ -152,7 +152,7 @@ async def _call_tool(
     name, arguments = call
     call_id = f"call_sim_{seq}"
     completion_id = state.completion_id(seq)
-    usage = usage_dict(estimate_prompt_tokens(body["messages"]), 12) if settings.report_usage else None
+    usage = usage_dict(estimate_prompt_tokens(body["messages"], body.get("tools")), 12) if settings.report_usage else None
     await pause(state.first_delay_s(settings))
     if not stream:
         payload = {"id": completion_id, "object": "chat.completion", "created": int(time.time()),
@@ -187,7 +187,7 @@ async def _whole_chat(
     await pause(state.first_delay_s(settings) + settings.per_token_ms * count / 1000.0)
     usage = None
     if settings.report_usage:
-        usage = usage_dict(estimate_prompt_tokens(body["messages"]), count)
+        usage = usage_dict(estimate_prompt_tokens(body["messages"], body.get("tools")), count)
     payload = chat_completion_body(
         completion_id=state.completion_id(seq),
         created=int(time.time()),
@@ -265,7 +265,7 @@ def _stream_tail(
 ) -> bytes:
     tail = framer.finish(finish_reason)
     if include_usage:
-        tail += framer.usage(usage_dict(estimate_prompt_tokens(body["messages"]), count))
+        tail += framer.usage(usage_dict(estimate_prompt_tokens(body["messages"], body.get("tools")), count))
     return tail + DONE_FRAME
 
 

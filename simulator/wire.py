@@ -53,11 +53,18 @@ def message_text(content: Any) -> str:
     return ""
 
 
-def estimate_prompt_tokens(messages: Sequence[Any]) -> int:
+def estimate_prompt_tokens(messages: Sequence[Any], tools: Any = None) -> int:
+    """About four characters a token, plus a few per message; as real APIs bill them, the tool calls an
+    assistant message made (names and arguments) and the request's tool definitions count too."""
     total = 0
     for message in messages:
         content = message.get("content") if isinstance(message, dict) else None
         total += 4 + text_tokens(message_text(content))
+        calls = message.get("tool_calls") if isinstance(message, dict) else None
+        if isinstance(calls, list) and calls:
+            total += text_tokens(orjson.dumps(calls).decode())
+    if isinstance(tools, list) and tools:
+        total += text_tokens(orjson.dumps(tools).decode())
     return total
 
 

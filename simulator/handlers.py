@@ -152,7 +152,8 @@ async def _call_tool(
     name, arguments = call
     call_id = f"call_sim_{seq}"
     completion_id = state.completion_id(seq)
-    usage = usage_dict(estimate_prompt_tokens(body["messages"], body.get("tools")), 12) if settings.report_usage else None
+    prompt_tokens = estimate_prompt_tokens(body["messages"], body.get("tools"))
+    usage = usage_dict(prompt_tokens, 12) if settings.report_usage else None
     await pause(state.first_delay_s(settings))
     if not stream:
         payload = {"id": completion_id, "object": "chat.completion", "created": int(time.time()),

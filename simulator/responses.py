@@ -17,7 +17,7 @@ from simulator.behaviour import SimulationSettings
 from simulator.handlers import pause, read_checked, serve, token_budget
 from simulator.schema import structured_reply
 from simulator.state import STATE_KEY
-from simulator.tools import requested_call
+from simulator.tools import responses_call
 from simulator.validation import BadRequest, invalid_request
 from simulator.wire import text_tokens
 
@@ -74,20 +74,6 @@ def _fixed(settings: SimulationSettings, model: str) -> bool:
     return model in settings.replies or settings.reply is not None
 
 
-def _requested_call(body: dict[str, Any]) -> tuple[str, str] | None:
-    """simulator.tools' choice, for the Responses API's flat tools and input items."""
-    tools = [{"type": "function", "function": t} for t in body.get("tools") or ()
-             if isinstance(t, dict) and t.get("type") == "function"]
-    choice = body.get("tool_choice")
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        choice = {"type": "function", "function": {"name": choice.get("name")}}
-    value = body.get("input")
-    items: list[Any] = value if isinstance(value, list) else []
-    answered = bool(items) and isinstance(items[-1], dict) and items[-1].get("type") == "function_call_output"
-    return requested_call({"tools": tools, "tool_choice": choice,
-                           "messages": [{"role": "tool"}] if answered else []})
-
-
 def _call_answer(body: dict[str, Any], seq: int, stream: bool, call: tuple[str, str], usage: Any) -> web.Response:
     name, arguments = call
     item = {"id": f"fc_sim_{seq}", "type": "function_call", "status": "completed", "call_id": f"call_sim_{seq}",
@@ -132,7 +118,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
         await pause(state.first_delay_s(settings) + (0 if stream else settings.per_token_ms * count / 1000.0))
         if outcome == "garbage":
             return faults.garbage_response(stream)
-        call = _requested_call(body) if outcome == "ok" and not _fixed(settings, body["model"]) else None
+        call = responses_call(body) if outcome == "ok" and not _fixed(settings, body["model"]) else None
         if call is not None:
             return _call_answer(body, seq, stream, call, usage)
         if not stream:

@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
-from weakref import WeakKeyDictionary
 
 import orjson
 from aiohttp import web
@@ -28,7 +27,6 @@ from simulator.behaviour import OK, SimulationSettings
 from simulator.judge import judge_prompt, verdict
 from simulator.quality import (
     OFF_TOPIC_REPLY,
-    Occurrences,
     broken_json,
     draw,
     malformed_arguments,
@@ -37,14 +35,11 @@ from simulator.quality import (
 )
 from simulator.schema import structured_reply
 from simulator.state import SimulatorState
-from simulator.tools import requested_call
+from simulator.tools import requested_call, responses_call
 
 CHAT_PATH: Final = "/v1/chat/completions"
 COMPLETIONS_PATH: Final = "/v1/completions"
 RESPONSES_PATH: Final = "/v1/responses"
-
-_OCCURRENCES: WeakKeyDictionary[SimulatorState, Occurrences] = WeakKeyDictionary()
-
 
 @dataclass(frozen=True, slots=True)
 class Shaped:
@@ -55,27 +50,11 @@ class Shaped:
 
 
 def _occurrence(state: SimulatorState, key: str) -> int:
-    counts = _OCCURRENCES.get(state)
-    if counts is None:
-        counts = _OCCURRENCES[state] = Occurrences()
-    return counts.next(state.settings, key)
+    return state.occurrences.next(state.settings, key)
 
 
 def _with_reply(settings: SimulationSettings, model: str, text: str) -> SimulationSettings:
     return settings.model_copy(update={"replies": {**settings.replies, model: text}})
-
-
-def _responses_call(body: Mapping[str, Any]) -> tuple[str, str] | None:
-    """The call the Responses API answers with (as simulator.responses decides it), or None."""
-    tools = [{"type": "function", "function": t} for t in body.get("tools") or ()
-             if isinstance(t, Mapping) and t.get("type") == "function"]
-    choice = body.get("tool_choice")
-    if isinstance(choice, Mapping) and choice.get("type") == "function":
-        choice = {"type": "function", "function": {"name": choice.get("name")}}
-    value = body.get("input")
-    items: list[Any] = value if isinstance(value, list) else []
-    answered = bool(items) and isinstance(items[-1], Mapping) and items[-1].get("type") == "function_call_output"
-    return requested_call({"tools": tools, "tool_choice": choice, "messages": [{"role": "tool"}] if answered else []})
 
 
 def _parameters(body: Mapping[str, Any], name: str) -> Any:
@@ -113,7 +92,7 @@ def shape(state: SimulatorState, settings: SimulationSettings, path: str, body: 
     fixed = model in settings.replies or settings.reply is not None
     call = None
     if outcome == OK and not fixed and path != COMPLETIONS_PATH:
-        call = requested_call(body, settings.tool_rounds) if path == CHAT_PATH else _responses_call(body)
+        call = requested_call(body, settings.tool_rounds) if path == CHAT_PATH else responses_call(body)
     if call is not None:
         if not hit("bad_tool_arguments"):
             return Shaped(settings)

@@ -12,6 +12,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from simulator.behaviour import SimulationSettings, decide_outcome
+from simulator.quality import Occurrences
 from simulator.wire import ReplyPlan, generated_pieces, split_pieces
 
 
@@ -61,6 +62,8 @@ class SimulatorState:
         self.rng = random.Random(settings.seed)
         self.script_pos = 0
         self._plans: dict[str | None, ReplyPlan] = {}
+        # How often each request was seen, for the quality knob's reproducible draws (simulator.quality).
+        self.occurrences = Occurrences()
         self.replace_settings(settings)
 
     def replace_settings(self, settings: SimulationSettings) -> None:

@@ -85,3 +85,17 @@ def call_deltas(call_id: str, name: str, arguments: str) -> list[bytes]:
     deltas = [opening] + [{"index": 0, "function": {"arguments": f}} for f in fragments if f]
     return [b'{"index":0,"delta":' + orjson.dumps({"tool_calls": [d]}) + b',"logprobs":null,"finish_reason":null}'
             for d in deltas]
+
+
+def responses_call(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """`requested_call` for a Responses API request: its flat function tools, and its input items (a
+    `function_call_output` last means the call was answered)."""
+    tools = [{"type": "function", "function": t} for t in body.get("tools") or ()
+             if isinstance(t, Mapping) and t.get("type") == "function"]
+    choice = body.get("tool_choice")
+    if isinstance(choice, Mapping) and choice.get("type") == "function":
+        choice = {"type": "function", "function": {"name": choice.get("name")}}
+    value = body.get("input")
+    items: list[Any] = value if isinstance(value, list) else []
+    answered = bool(items) and isinstance(items[-1], Mapping) and items[-1].get("type") == "function_call_output"
+    return requested_call({"tools": tools, "tool_choice": choice, "messages": [{"role": "tool"}] if answered else []})

@@ -68,9 +68,6 @@ class QualityGates(Strict):
     canary_pair_share: Annotated[float, Field(ge=0, le=1)] = 0.05
     # Requests offering tools are not sent to the judge (their prompts may hold private data).
     exclude_tools: bool = False
-    # Keep judged pairs (request excerpt, both answers, verdict) for the report, for this long.
-    store_examples: bool = False
-    examples_retention_s: PosFloat = 7 * 86400.0
 
 
 class GateThresholds(Strict):

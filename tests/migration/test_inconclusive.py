@@ -11,7 +11,8 @@ from tests.support import wait_for
 
 def test_too_few_samples_hold_the_step_then_pause_it_after_max_step_s(make_stack: StackFactory) -> None:
     plan = fast_plan(shadow_percent=0.0, min_step_s=0.3, max_step_s=2.0, min_samples=10_000, interval_s=0.2)
-    stack = make_stack(migrations=[migration_spec(plan=plan)])
+    # No canary pair copies: the window counts exactly the requests sent.
+    stack = make_stack(migrations=[migration_spec(plan=plan, gates={"quality": {"canary_pair_share": 0}})])
     stack.wait_for("canary", step=0)
     started = stack.describe()
     stack.send_users(f"u{i}" for i in range(30))

@@ -237,7 +237,9 @@ def _quantile(gate: str, base: ArmWindow, cand: ArmWindow, threshold_ms: float, 
                 if p99 is not None else "no answers")
     # Streams can be a small share of traffic: too few TTFT samples may fail a step on clear evidence,
     # but must not hold it.
-    kind, inputs = "proportion", {"n": n, "k_fail": surely, "k_pass": possibly}
+    # The quantiles ride along for the reader (the report charts them); the test reads only n and the counts.
+    kind, inputs = "proportion", {"n": n, "k_fail": surely, "k_pass": possibly, "p50_ms": histogram.quantile(0.5),
+                                  "p99_ms": p99}
     if optional:
         kind, inputs = "optional_proportion", {**inputs, "min_n": min_samples}
     return _figures(gate, scope, kind, inputs, TAIL, alpha, baseline, describe)

@@ -260,7 +260,7 @@ def _over_time(ticks: Sequence[Entry], axis: Axis, gates: Mapping[str, Any]) -> 
                                                                           "ttft_p99_ms")):
         parts += [f"<h3>{title} per arm</h3>", line_chart(gate, [
             s(f"{gate}.baseline", "baseline p99 (the gate's beside)", GREY, gate, figures.beside),
-            s(f"{gate}.candidate", "candidate p99 (from the gate's note, whole ms)", BLUE, gate, figures.noted_p99)],
+            s(f"{gate}.candidate", "candidate p99 (as the gate recorded it)", BLUE, gate, figures.noted_p99)],
             axis, _ms, threshold=_number(gates.get(limit)), threshold_label=limit,
             empty="No answers of this kind recorded.")]
     parts.append('<p class="note">The verdicts record p99 only (the gates test the share of answers slower than '

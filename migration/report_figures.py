@@ -182,6 +182,10 @@ def beside(gate: Mapping[str, Any]) -> float | None:
 
 
 def noted_p99(gate: Mapping[str, Any]) -> float | None:
+    """The candidate's p99 as the gate recorded it; from its note in audits written before it was recorded."""
+    recorded = (gate.get("inputs") or {}).get("p99_ms")
+    if isinstance(recorded, int | float):
+        return float(recorded)
     found = _P99_NOTE.search(str(gate.get("note", "")))
     return float(found.group(1)) if found else None
 

@@ -384,3 +384,11 @@ def test_a_long_audit_is_thinned_but_ends_on_its_last_tick() -> None:
     assert series.number("data-count") == MAX_POINTS
     assert series.number("data-last") == history[-1]["verdict"]["gates"][1]["estimate"]
     assert page.one(id="summary").attrs["data-ticks"] == "3000"
+
+
+def test_the_candidate_p99_comes_from_the_gates_inputs_and_else_its_note() -> None:
+    from migration.report_figures import noted_p99
+
+    assert noted_p99({"inputs": {"p99_ms": 412.5}, "note": "p99 ~400 ms over 10 answers"}) == 412.5
+    assert noted_p99({"inputs": {"p99_ms": None}, "note": "p99 ~400 ms over 10 answers"}) == 400.0
+    assert noted_p99({"inputs": {}, "note": "no answers"}) is None

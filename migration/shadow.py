@@ -26,7 +26,8 @@ from metering.usage import usage_chunk
 from migration.compare import AnswerSummary, compare, summarise_completion, summarise_stream, wants_json
 from migration.judge import JudgeRunner
 from migration.live import Decision, LiveMigrations
-from migration.quality import QualityCounts, check, expect
+from migration.quality import Checks, QualityCounts, check, expect
+from migration.types import Arm
 from migration.window import Sample, kind_of
 from providers.dispatch import SHADOW, Call, Delivered, Dispatcher, Outbound
 from providers.errors import ProviderError, status_of
@@ -211,10 +212,8 @@ class ShadowRunner:
         m.shadow_cost_delta.labels(mid).observe(result.cost_delta_micros / 1_000_000)
         if primary.ok and shadow.ok:
             m.shadow_similarity.labels(mid).observe(result.similarity)
-            if decision.shadow_arm == "candidate":
-                self._live.record_pair(decision, shadow.cost_micros, primary.cost_micros)
-            else:
-                self._live.record_pair(decision, primary.cost_micros, shadow.cost_micros)
+            baseline, candidate = _by_arm(decision, primary, shadow)
+            self._live.record_pair(decision, candidate.cost_micros, baseline.cost_micros)
 
     def _check_quality(
         self, decision: Decision, primary: AnswerSummary, shadow: AnswerSummary, request: Mapping[str, Any],
@@ -223,20 +222,20 @@ class ShadowRunner:
         if decision.shadow_arm is None:
             return
         expectation = expect(request)
-        candidate, baseline = (shadow, primary) if decision.shadow_arm == "candidate" else (primary, shadow)
-        checked = {"baseline": check(baseline, expectation), "candidate": check(candidate, expectation)}
-        for arm, checks in checked.items():
-            if checks is not None:
-                counts = QualityCounts.of_answer(checks)
-                for name, value in counts.to_dict().items():
-                    if value:
-                        self._metrics.quality_checks.labels(decision.migration_id, arm, name).inc(value)
-        base, cand = checked["baseline"], checked["candidate"]
+        baseline, candidate = _by_arm(decision, primary, shadow)
+        base, cand = check(baseline, expectation), check(candidate, expectation)
+        answers: tuple[tuple[Arm, Checks | None], ...] = (("baseline", base), ("candidate", cand))
+        own = {arm: QualityCounts.of_answer(checks) for arm, checks in answers if checks is not None}
+        for arm, counts in own.items():
+            for name, value in counts.to_dict().items():
+                if value:
+                    self._metrics.quality_checks.labels(decision.migration_id, arm, name).inc(value)
         if base is not None:
-            self._live.record_quality(decision, "baseline", QualityCounts.of_answer(base))
+            self._live.record_quality(decision, "baseline", own["baseline"])
         if cand is not None:
-            pair = QualityCounts.of_pair(base, cand) if base is not None else QualityCounts.of_answer(cand)
-            self._live.record_quality(decision, "candidate", pair)
+            # The candidate's window also keeps how its answer compared with the baseline's.
+            self._live.record_quality(decision, "candidate",
+                                      QualityCounts.of_pair(base, cand) if base is not None else own["candidate"])
 
     def _offer_to_judge(
         self, decision: Decision, call: Call, primary: AnswerSummary, shadow: AnswerSummary, timeout_s: float,
@@ -244,7 +243,7 @@ class ShadowRunner:
         spec = self._live.spec_of(decision.migration_id)
         if self._judge is None or spec is None or decision.shadow_arm is None:
             return
-        candidate, baseline = (shadow, primary) if decision.shadow_arm == "candidate" else (primary, shadow)
+        baseline, candidate = _by_arm(decision, primary, shadow)
         target = decision.shadow_target if decision.shadow_arm == "baseline" else decision.arm_target
         request = call.outbound[0].payload
 
@@ -260,3 +259,8 @@ class ShadowRunner:
 
         self._judge.offer(decision, spec.alias, spec.gates.quality, request, baseline, candidate,
                           second_baseline if target is not None else None)
+
+
+def _by_arm(decision: Decision, primary: AnswerSummary, shadow: AnswerSummary) -> tuple[AnswerSummary, AnswerSummary]:
+    """(baseline's answer, candidate's answer) of a compared pair."""
+    return (shadow, primary) if decision.shadow_arm == "baseline" else (primary, shadow)

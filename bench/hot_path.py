@@ -9,6 +9,7 @@ figure to compare two revisions of the hot path with on a busy 2-core machine (b
     .venv/bin/python bench/hot_path.py --callgrind          # instructions per request (runs valgrind twice)
     PYTHONPATH=/path/to/other/checkout .venv/bin/python bench/hot_path.py --callgrind   # another revision
     .venv/bin/python bench/hot_path.py --callgrind --request-log   # with the request log on (to /dev/null)
+    .venv/bin/python bench/hot_path.py --callgrind --capture 0.01  # the alias captures 1% for replay
 
 It works with any revision that has `gateway.app.create_app` and `providers.base.UpstreamReply`.
 """
@@ -82,7 +83,7 @@ class CannedProvider:
         return CannedStream()
 
 
-def build_app(request_log: bool = False) -> Any:
+def build_app(request_log: bool = False, capture: float | None = None) -> Any:
     from config.loader import parse_config
     from gateway.app import create_app
 
@@ -99,7 +100,8 @@ def build_app(request_log: bool = False) -> Any:
         "server": {"request_log": request_log},
         "auth": {"keys": [{"name": "bench", "key_env": "HOT_PATH_KEY"}]},
         "providers": {"canned": {"type": "openai", "base_url": "http://127.0.0.1:9"}},
-        "models": {"bench-model": {"targets": [{"provider": "canned", "model": "sim-model"}]}},
+        "models": {"bench-model": {"targets": [{"provider": "canned", "model": "sim-model"}],
+                                   **({"capture": {"sample": capture}} if capture is not None else {})}},
         "prices": {"sim-model": {"input": 1, "output": 2, "context_window": 128000}},
         "store": {"backend": "memory"},
     }, env={"HOT_PATH_KEY": KEY})
@@ -141,8 +143,8 @@ async def one(app: Any, scope: dict[str, Any], message: dict[str, Any], never: a
     return sent
 
 
-def run(requests: int, stream: bool, request_log: bool = False) -> float:
-    app = build_app(request_log)
+def run(requests: int, stream: bool, request_log: bool = False, capture: float | None = None) -> float:
+    app = build_app(request_log, capture)
     body = STREAM_BODY if stream else BODY
 
     async def main() -> float:
@@ -163,11 +165,11 @@ def run(requests: int, stream: bool, request_log: bool = False) -> float:
     return asyncio.run(main())
 
 
-def instructions(requests: int, stream: bool, request_log: bool) -> int:
+def instructions(requests: int, stream: bool, request_log: bool, capture: float | None) -> int:
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
          "--requests", str(requests), *(["--stream"] if stream else []),
-         *(["--request-log"] if request_log else [])],
+         *(["--request-log"] if request_log else []), *(["--capture", str(capture)] if capture is not None else [])],
         capture_output=True, text=True, env=os.environ, check=True,
     )
     found = re.search(r"Collected : (\d+)", out.stderr)
@@ -183,22 +185,25 @@ def main() -> None:
     parser.add_argument("--callgrind", action="store_true", help="instructions per request, from two valgrind runs")
     parser.add_argument("--request-log", action="store_true",
                         help="server.request_log on, its lines to /dev/null (counts the writer thread too)")
+    parser.add_argument("--capture", type=float,
+                        help="the alias captures this share of its requests for replay (memory store)")
     args = parser.parse_args()
     if not args.callgrind:
-        seconds = run(args.requests, args.stream, args.request_log)
+        seconds = run(args.requests, args.stream, args.request_log, args.capture)
         print(f"{'stream' if args.stream else 'non-stream'}: {seconds / args.requests * 1e6:.1f} us/request "
               f"in-process over {args.requests} requests")
         return
     rows = []
     for stream in (False, True):
         low, high = 500, 2500
-        per_request = ((instructions(high, stream, args.request_log) - instructions(low, stream, args.request_log))
-                       / (high - low))
+        per_request = ((instructions(high, stream, args.request_log, args.capture)
+                        - instructions(low, stream, args.request_log, args.capture)) / (high - low))
         rows.append((("stream" if stream else "non-stream"), per_request))
     import gateway
 
     print(f"revision   {os.path.dirname(os.path.dirname(os.path.abspath(gateway.__file__)))}")
     print(f"request log {'on (to /dev/null)' if args.request_log else 'off'}")
+    print(f"capture    {'off' if args.capture is None else f'{args.capture:g} of requests'}")
     print(f"{'mode':<12}{'instructions/request':>22}")
     for mode, count in rows:
         print(f"{mode:<12}{count:>22,.0f}")

@@ -68,6 +68,11 @@ class QualityGates(Strict):
     canary_pair_share: Annotated[float, Field(ge=0, le=1)] = 0.05
     # Requests offering tools are not sent to the judge (their prompts may hold private data).
     exclude_tools: bool = False
+    # Keep judged pairs (an excerpt of the request, both answers, the verdict and the judge's reason) in the
+    # store for the report; off: prompts and answers are never stored.
+    store_examples: bool = False
+    examples_retention_s: PosFloat = 7 * 24 * 3600.0
+    max_examples: Annotated[int, Field(ge=1, le=10_000)] = 200
 
 
 class GateThresholds(Strict):

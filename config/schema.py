@@ -55,12 +55,28 @@ class ProviderConfig(Strict):
         return value.rstrip("/")
 
 
+class CaptureSettings(Strict):
+    """A sample of the alias's requests kept for a pre-flight replay (migration.capture, migration.replay).
+
+    Opt-in: the prompts are stored (in the gateway's store) until they expire. Answers are not kept.
+    """
+
+    # Share of the alias's requests captured.
+    sample: Annotated[float, Field(gt=0, le=1)] = 0.01
+    # Only the newest this many are kept.
+    max_requests: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    retention_s: PosFloat = 7 * 24 * 3600.0
+    # Requests offering tools are not captured (their prompts may hold private data).
+    exclude_tools: bool = False
+
+
 class ModelRoute(Strict):
     targets: Annotated[list[Target], Field(min_length=1)]
     on_context_overflow: Literal["error", "truncate_oldest"] = "error"
     description: str | None = None
     # false: no request of this alias is ever shown to a migration's quality judge.
     judge: bool = True
+    capture: CaptureSettings | None = None
 
 
 class ModelPrice(Strict):

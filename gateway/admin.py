@@ -4,14 +4,17 @@ Only admin keys (config `admin.keys`) are accepted; client keys are refused. Eve
 change to a migration must carry its current version in `If-Match` (the `ETag` of
 a GET); a stale one is refused with 409, so two operators cannot overwrite each
 other unknowingly. GET /admin/migrations/{id}/report answers the migration's report,
-one self-contained HTML page (migration.report).
+one self-contained HTML page (migration.report). POST /admin/migrations/{id}/replay
+runs a pre-flight replay (migration.replay); it changes no state and needs no If-Match.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from typing import Any, TypeVar
 
+import orjson
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,6 +31,7 @@ from gateway.errors import (
     ServiceUnavailable,
 )
 from gateway.http import JSONBytes
+from migration.replay import MAX_CONCURRENCY, replay_entry
 from migration.report import render_report
 from migration.rollout import (
     Abort,
@@ -69,6 +73,14 @@ class ActionBody(BaseModel):
     weight: float | None = Field(default=None, ge=0, le=100)
 
 
+class ReplayBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # The newest this many captured requests; unset: every one still kept.
+    limit: int | None = Field(default=None, ge=1, le=100_000)
+    # Requests replayed at once (each is one call to each arm).
+    concurrency: int = Field(default=4, ge=1, le=MAX_CONCURRENCY)
+
+
 class KillSwitchBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool
@@ -82,6 +94,19 @@ def _to_gateway_error(exc: MigrationError | StoreUnavailable) -> GatewayError:
     if exc.status == 409:
         return Conflict(str(exc), code=exc.code)
     return InvalidRequest(str(exc), code=exc.code)
+
+
+_Body = TypeVar("_Body", bound=BaseModel)
+
+
+def _parse(model: type[_Body], raw: bytes) -> _Body:
+    try:
+        return model.model_validate_json(raw) if raw.strip() else model()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidRequest(
+            f"Invalid body: {first['msg']}", param=".".join(map(str, first["loc"])) or None
+        ) from None
 
 
 def _event(action: str, body: ActionBody, actor: str) -> Any:
@@ -201,9 +226,14 @@ def build_admin_router(
 
     @router.get("/migrations/{migration_id}/report")
     async def migration_report(migration_id: str) -> HTMLResponse:
-        """The audit trail and state as one self-contained HTML page (migration.report)."""
+        """The audit trail and state as one self-contained HTML page (migration.report), with the judged
+        pairs kept as examples (`store_examples`)."""
         described, history = await described_with_history(migration_id)
-        page = await asyncio.to_thread(render_report, described, history)
+        try:
+            examples = [orjson.loads(e) for e in await migrations.store.samples("example", migration_id)]
+        except StoreUnavailable as exc:
+            raise _to_gateway_error(exc) from None
+        page = await asyncio.to_thread(render_report, described, history, examples)
         return HTMLResponse(page, headers={"content-security-policy": REPORT_POLICY, "cache-control": "no-store"})
 
     @router.get("/migrations/{migration_id}/history")
@@ -214,6 +244,24 @@ def build_admin_router(
             raise _to_gateway_error(exc) from None
         return JSONBytes({"object": "list", "id": migration_id, "data": history})
 
+    @router.post("/migrations/{migration_id}/replay")
+    async def replay(migration_id: str, request: Request, key: str = Depends(admin_key)) -> JSONBytes:
+        """Pre-flight: the alias's captured requests against both arms, judged by the gates (migration.replay).
+        Changes no state; the verdict goes into the audit trail."""
+        body = _parse(ReplayBody, await request.body())
+        try:
+            stored = await service.get(migration_id)
+            spec = MigrationSpec.model_validate(stored.spec)
+            result = await migrations.replayer.replay(spec, body.limit, body.concurrency)
+            if not result.captured:
+                raise Conflict(f"No captured requests of '{spec.alias}' to replay: set models.{spec.alias}.capture "
+                               "and let traffic flow first.", code="nothing_captured")
+            await service.record(migration_id, replay_entry(result, key, MigrationState.from_dict(stored.state),
+                                                                    time.time()))
+        except (MigrationError, StoreUnavailable) as exc:
+            raise _to_gateway_error(exc) from None
+        return JSONBytes({"object": "migration.replay", **result.to_dict(), "verdict": result.verdict.to_dict()})
+
     @router.post("/migrations/{migration_id}/{action}")
     async def act(
         migration_id: str,
@@ -222,14 +270,7 @@ def build_admin_router(
         if_match: str | None = Header(default=None),
         key: str = Depends(admin_key),
     ) -> JSONBytes:
-        raw = await request.body()
-        try:
-            body = ActionBody.model_validate_json(raw) if raw.strip() else ActionBody()
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise InvalidRequest(
-                f"Invalid body: {first['msg']}", param=".".join(map(str, first["loc"])) or None
-            ) from None
+        body = _parse(ActionBody, await request.body())
         make: Any = _event(action, body, key)
         expected = _version(if_match)
         try:

@@ -1,4 +1,4 @@
-"""`cutover migrate ...`: the admin API from a terminal.
+"""`cutover migrate ...` and `cutover replay`: the admin API from a terminal.
 
 The gateway's address and admin key come from --url/--key or CUTOVER_ADMIN_URL /
 CUTOVER_ADMIN_KEY. A change reads the migration's version first and sends it as
@@ -78,6 +78,29 @@ def format_history(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _share(value: Any) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def format_replay(result: dict[str, Any]) -> str:
+    verdict = result["verdict"]
+    lines = [
+        f"pre-flight replay of migration {result['migration']} (alias {result['alias']}): "
+        f"{result['replayed']} of {result['captured']} captured requests replayed on both arms"
+        + (f", {result['excluded']} excluded (shadow.exclude_tools)" if result["excluded"] else "")
+        + (f", {result['unreadable']} unreadable" if result["unreadable"] else ""),
+        f"{result['compared']} pairs compared, {result['judged']} judged",
+        f"verdict: {verdict['result'].upper()}  {verdict['reason']}",
+        "",
+    ]
+    rows = [("GATE", "RESULT", "ESTIMATE", "LIMIT", "BASELINE", "NOTE")]
+    rows += [(g["gate"], g["result"], _share(g["estimate"]), _share(g["threshold"]), _share(g["beside"]),
+              g.get("note", "")[:90]) for g in verdict["gates"] if g.get("scope", "step") == "step"]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
 def _version_of(client: httpx.Client, migration_id: str) -> int:
     response = client.get(f"/admin/migrations/{migration_id}")
     return int(_check(response)["version"])
@@ -104,6 +127,13 @@ def run(args: argparse.Namespace) -> str:
             with open(path, "w", encoding="utf-8") as handle:
                 handle.write(page.text)
             return path
+        if args.migrate_command == "replay":
+            body: dict[str, Any] = {"concurrency": args.concurrency}
+            if args.limit is not None:
+                body["limit"] = args.limit
+            # A replay waits for every pair (and its judgement): it can take minutes.
+            return format_replay(_check(client.post(f"/admin/migrations/{args.migration}/replay", json=body,
+                                                    timeout=args.timeout)))
         if args.migrate_command == "create":
             with open(args.file, encoding="utf-8") as handle:
                 spec = yaml.safe_load(handle)
@@ -123,10 +153,22 @@ def run(args: argparse.Namespace) -> str:
         return format_status([_check(response)])
 
 
+def _connection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help="gateway root URL (default $CUTOVER_ADMIN_URL or http://127.0.0.1:8080)")
+    parser.add_argument("--key", help="admin key (default $CUTOVER_ADMIN_KEY)")
+
+
 def add_parser(sub: Any) -> None:
+    replay = sub.add_parser("replay", help="pre-flight: replay the alias's captured requests against a migration's "
+                            "two arms and print the gates' verdict (changes no state)")
+    _connection_arguments(replay)
+    replay.add_argument("--migration", required=True, help="the migration's id")
+    replay.add_argument("--limit", type=int, help="only the newest N captured requests")
+    replay.add_argument("--concurrency", type=int, default=4, help="requests replayed at once (default 4)")
+    replay.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the verdict")
+    replay.set_defaults(func=cmd_migrate, migrate_command="replay")
     migrate = sub.add_parser("migrate", help="operate migrations through the admin API")
-    migrate.add_argument("--url", help="gateway root URL (default $CUTOVER_ADMIN_URL or http://127.0.0.1:8080)")
-    migrate.add_argument("--key", help="admin key (default $CUTOVER_ADMIN_KEY)")
+    _connection_arguments(migrate)
     msub = migrate.add_subparsers(dest="migrate_command", required=True)
     status = msub.add_parser("status", help="phase, weights and version of one or all migrations")
     status.add_argument("id", nargs="?")
@@ -156,13 +198,17 @@ def add_parser(sub: Any) -> None:
     migrate.set_defaults(func=cmd_migrate)
 
 
+def _command(args: argparse.Namespace) -> str:
+    return "replay" if args.migrate_command == "replay" else "migrate"
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     try:
         print(run(args))
     except CliError as exc:
-        print(f"cutover migrate: {exc}", file=sys.stderr)
+        print(f"cutover {_command(args)}: {exc}", file=sys.stderr)
         return 1
     except (httpx.HTTPError, OSError, json.JSONDecodeError, yaml.YAMLError) as exc:
-        print(f"cutover migrate: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"cutover {_command(args)}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -5,6 +5,7 @@
     parse          the endpoint's dialect -> a canonical ClientRequest   gateway.dialects
     resume         a Responses turn after the conversation it continues  gateway.conversations
     resolve alias  the model name -> a route (ordered targets)           gateway.aliases, routing.table
+    capture        a sample of an opted-in alias's requests, for replay   migration.capture
     decide arm     a migrated alias: which arm serves, any shadow copy   migration.live, migration.shadow
     fit context    each target's payload, fitted to its context window   routing.context
     choose wire    the client's own dialect where a target speaks it       routing.wire
@@ -48,6 +49,7 @@ from gateway.record import ArmChoice, Recorder, RequestRecord
 from gateway.relay import Answer, relay_stream, respond
 from metering.meter import Meter
 from metering.pricing import ZERO
+from migration.capture import Capture
 from migration.live import LiveMigrations
 from migration.shadow import ShadowRunner
 from providers.dispatch import Call, Delivered, Dispatcher, Undelivered
@@ -66,6 +68,7 @@ COUNT_OFF_LOOP_BYTES = 32 * 1024
 
 class Pipeline:
     __slots__ = (
+        "_capture",
         "_conversations",
         "_dispatcher",
         "_fitter",
@@ -92,6 +95,7 @@ class Pipeline:
         migrations: LiveMigrations,
         state_wait_s: float,
         shadow: ShadowRunner,
+        capture: Capture,
         fitter: ContextFitter,
         speaks: Callable[[str, str], bool],
         conversations: Conversations,
@@ -107,6 +111,7 @@ class Pipeline:
         self._migrations = migrations
         self._state_wait_s = state_wait_s
         self._shadow = shadow
+        self._capture = capture
         self._fitter = fitter
         self._speaks = speaks
         self._conversations = conversations
@@ -140,7 +145,12 @@ class Pipeline:
                     "The gateway has not read the migration state yet (the store cannot be reached); retry shortly.",
                     code="migration_state_unavailable", headers={"retry-after": "1"},
                 )
-            route, arm = self._decide_arm(scope, route, request, client, request_id)
+            # A copy (shadow, or a captured request replayed later) goes as the canonical request: one needing
+            # a native upstream (built-in tools...) is never copied.
+            copyable = dialect.shadowable and not (request.native is not None and request.native.native_only)
+            if copyable:
+                self._capture.offer(route.alias, request.payload, request.stream, dialect.upstream_path)
+            route, arm = self._decide_arm(scope, route, request, client, request_id, copyable)
             fitted = await self._fit(route, request, dialect)
             outbound, unhonoured = choose_wire(fitted.outbound, request.native, self._speaks)
             if not outbound and unhonoured is not None:
@@ -192,7 +202,7 @@ class Pipeline:
         return self._fitter.fit(*args)
 
     def _decide_arm(
-        self, scope: Scope, route: Route, request: ClientRequest, client: str, request_id: str
+        self, scope: Scope, route: Route, request: ClientRequest, client: str, request_id: str, copyable: bool
     ) -> tuple[Route, ArmChoice | None]:
         """A migrated alias: the arm's targets (and maybe a shadow copy); otherwise the route as configured."""
         sticky_header = self._migrations.sticky_header(route.alias)
@@ -205,9 +215,7 @@ class Pipeline:
         if decision is None:
             return route, None
         pair = None
-        # A copy goes as the canonical request: one needing a native upstream (built-in tools...) is not copied.
-        native_only = request.native is not None and bool(request.native.native_only)
-        if decision.shadow_target is not None and self.dialect.shadowable and not native_only:
+        if decision.shadow_target is not None and copyable:
             pair = self._shadow.launch(
                 decision, route.alias, request.payload, request.stream, self.dialect.upstream_path, request_id
             )

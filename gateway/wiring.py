@@ -105,6 +105,7 @@ class Gateway:
             # A request arriving before the first read of the migration state waits this long for it.
             state_wait_s=2 * self.config.controller.sync_interval_s + self.config.store.timeout_s,
             shadow=self.migrations.shadow,
+            capture=self.migrations.capture,
             fitter=self.fitter,
             speaks=self.registry.speaks,
             conversations=self.conversations,

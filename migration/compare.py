@@ -259,7 +259,9 @@ def request_tool_names(request: Mapping[str, Any]) -> list[str]:
     names = []
     for tool in request.get("tools") or ():
         if isinstance(tool, Mapping):
-            function = tool.get("function")
-            if isinstance(function, Mapping) and isinstance(function.get("name"), str):
+            # Chat Completions nests the function; the Responses API names it on the tool itself.
+            nested = tool.get("function")
+            function: Mapping[str, Any] = nested if isinstance(nested, Mapping) else tool
+            if isinstance(function.get("name"), str):
                 names.append(function["name"])
     return names

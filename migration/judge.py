@@ -11,7 +11,12 @@ The judge is an alias of the config, called through the gateway's own path (`Jud
 start-up), so it gets routing, fallbacks and cost accounting. Its spend has a hard cap per rolling
 hour: a pair is judged only if the worst case of all its calls fits in what the hour has left, and
 that worst case is held until the calls are charged. Concurrency is bounded; a pair that finds no
-slot is dropped and counted, never queued. Prompts and answers are never logged.
+slot is dropped and counted, never queued. Prompts and answers are never logged; with `store_examples`
+the judged pairs (excerpts of the request and both answers, the verdict, the judge's reasons) are kept in
+the store for the report, for `examples_retention_s`, the newest `max_examples` of them.
+
+A pre-flight replay (migration.replay) judges its pairs through `judge_now`: unsampled, awaited, under the
+same cap and the same privacy switches.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -43,6 +49,8 @@ JudgeCall = Callable[[str, list[dict[str, Any]], int], Awaitable[tuple[str, Deci
 WorstCase = Callable[[str, int, int], Decimal | None]
 # A second answer from the baseline's target to the same request (None: it failed).
 SecondAnswer = Callable[[], Awaitable[AnswerSummary | None]]
+# (migration id, its quality settings, a judged pair) -> kept in the store, with the settings' retention.
+ExampleSink = Callable[[str, QualityGates, dict[str, Any]], Awaitable[None]]
 
 RUBRIC = """You are an impartial judge of two answers to the same request. Judge which answer serves the \
 request better: correct, complete, on topic, following every instruction and format the request asks for, \
@@ -52,6 +60,9 @@ tie. Answer with ONE JSON object and nothing else: {"winner": "A" | "B" | "tie",
 _REQUEST_CHARS = 6000
 _ANSWER_CHARS = 6000
 _VERDICT_TOKENS = 200
+_REASON_CHARS = 300
+# What a stored example keeps of the request and of each answer.
+_EXCERPT_CHARS = 2000
 _HOUR_S = 3600.0
 _WINNER = re.compile(r'"winner"\s*:\s*"(A|B|tie)"', re.IGNORECASE)
 
@@ -97,6 +108,16 @@ def read_verdict(text: str) -> Literal["A", "B", "tie"] | None:
     return "tie" if isinstance(winner, str) and winner.lower() == "tie" else None
 
 
+def read_reason(text: str) -> str:
+    """The judge's short reason, when its reply is the JSON object the rubric asks for."""
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return ""
+    reason = data.get("reason") if isinstance(data, dict) else None
+    return reason[:_REASON_CHARS] if isinstance(reason, str) else ""
+
+
 def combine(first: Preference, second: Preference) -> tuple[Preference, bool]:
     """Two judgements of one pair (one per order) -> the verdict, and whether it flipped with the order.
     Only a preference both orders share counts; a split decision is a tie."""
@@ -118,11 +139,23 @@ class _Ledger:
         return sum((cost for _, cost in self.spent), Decimal(0)) + self.held
 
 
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    """A pair let through: what the judge will read, and the worst case held against the hour's cap."""
+
+    rubric: str
+    request: str
+    noise: bool
+    ledger: _Ledger
+    hold: Decimal
+
+
 class JudgeRunner:
     def __init__(
         self, metrics: MigrationMetrics, record: Callable[[Any, QualityCounts], None],
         worst_case: WorstCase | None = None, judge_allowed: Callable[[str], bool] = lambda alias: True,
         clock: Callable[[], float] = time.monotonic, rng: Callable[[], float] = random.random,
+        keep_example: ExampleSink | None = None, wall: Callable[[], float] = time.time,
     ) -> None:
         self._metrics = metrics
         self._record = record
@@ -130,12 +163,18 @@ class JudgeRunner:
         self._judge_allowed = judge_allowed
         self._clock = clock
         self._rng = rng
+        self._keep_example = keep_example
+        self._wall = wall
         self._call: JudgeCall | None = None
         self._ledgers: dict[str, _Ledger] = {}
         self._running: dict[str, set[asyncio.Task[None]]] = {}
 
     def bind(self, call: JudgeCall) -> None:
         self._call = call
+
+    @property
+    def bound(self) -> bool:
+        return self._call is not None
 
     def spent_last_hour(self, migration_id: str) -> Decimal:
         ledger = self._ledgers.get(migration_id)
@@ -147,19 +186,73 @@ class JudgeRunner:
     ) -> bool:
         """Judge this pair if it is sampled and allowed, and the concurrency and the spend cap have room."""
         mid = decision.migration_id
-        if settings.judge is None or settings.judge == alias or self._call is None or not (
-                baseline.ok and candidate.ok):
+        if not self._judgeable(settings, alias, baseline, candidate) or self._rng() >= settings.sample:
             return False
-        if self._rng() >= settings.sample:
-            return False
-        if (settings.exclude_tools and request.get("tools")) or not self._judge_allowed(alias):
-            self._metrics.judge_dropped.labels(mid, "excluded").inc()
+        if self._excluded(mid, alias, settings, request):
             return False
         running = self._running.setdefault(mid, set())
         if len(running) >= settings.max_concurrency:
             self._metrics.judge_dropped.labels(mid, "busy").inc()
             return False
-        noise = second_baseline is not None and self._rng() < settings.noise_share
+        admitted = self._admit(mid, settings, request, baseline, candidate, second_baseline is not None)
+        if admitted is None:
+            return False
+
+        async def judge_and_record() -> None:
+            counts = await self._judge(mid, settings, admitted, baseline, candidate, second_baseline, "shadow")
+            if counts != QualityCounts():
+                self._record(decision, counts)
+
+        task = asyncio.ensure_future(judge_and_record())
+        running.add(task)
+        task.add_done_callback(running.discard)
+        return True
+
+    async def judge_now(
+        self, migration_id: str, alias: str, settings: QualityGates, request: Mapping[str, Any],
+        baseline: AnswerSummary, candidate: AnswerSummary, second_baseline: SecondAnswer | None = None,
+        source: str = "replay",
+    ) -> QualityCounts | None:
+        """Judge this pair now, unsampled (a pre-flight replay): None when it may not be judged or the
+        spend cap has no room. The caller bounds the concurrency."""
+        if not self._judgeable(settings, alias, baseline, candidate):
+            return None
+        if self._excluded(migration_id, alias, settings, request):
+            return None
+        noise = second_baseline is not None
+        admitted = self._admit(migration_id, settings, request, baseline, candidate, noise)
+        if admitted is None:
+            return None
+        return await self._judge(migration_id, settings, admitted, baseline, candidate, second_baseline, source)
+
+    def cancel(self, migration_id: str) -> None:
+        for task in list(self._running.get(migration_id, ())):
+            task.cancel()
+
+    async def cancel_all(self) -> None:
+        tasks = [t for pool in self._running.values() for t in pool]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _judgeable(self, settings: QualityGates, alias: str, baseline: AnswerSummary,
+                   candidate: AnswerSummary) -> bool:
+        return (settings.judge is not None and settings.judge != alias and self._call is not None
+                and baseline.ok and candidate.ok)
+
+    def _excluded(self, mid: str, alias: str, settings: QualityGates, request: Mapping[str, Any]) -> bool:
+        if (settings.exclude_tools and request.get("tools")) or not self._judge_allowed(alias):
+            self._metrics.judge_dropped.labels(mid, "excluded").inc()
+            return True
+        return False
+
+    def _admit(
+        self, mid: str, settings: QualityGates, request: Mapping[str, Any], baseline: AnswerSummary,
+        candidate: AnswerSummary, noise_possible: bool,
+    ) -> _Admitted | None:
+        """Hold the pair's worst case against the hour's cap; None (counted) when it does not fit."""
+        assert settings.judge is not None
+        noise = noise_possible and self._rng() < settings.noise_share
         text = request_text(request)
         rubric = settings.rubric or RUBRIC
         prompt = len(orjson.dumps(judge_messages(rubric, text, baseline.text, candidate.text))) + 16
@@ -172,32 +265,18 @@ class JudgeRunner:
         ledger = self._ledgers.setdefault(mid, _Ledger(deque()))
         if ledger.total(self._clock()) + hold > Decimal(str(settings.max_usd_per_hour)):
             self._metrics.judge_dropped.labels(mid, "budget").inc()
-            return False
+            return None
         ledger.held += hold
-        task = asyncio.ensure_future(self._judge(decision, settings, rubric, text, baseline, candidate,
-                                                 second_baseline if noise else None, ledger, hold))
-        running.add(task)
-        task.add_done_callback(running.discard)
-        return True
-
-    def cancel(self, migration_id: str) -> None:
-        for task in list(self._running.get(migration_id, ())):
-            task.cancel()
-
-    async def cancel_all(self) -> None:
-        tasks = [t for pool in self._running.values() for t in pool]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        return _Admitted(rubric, text, noise, ledger, hold)
 
     async def _judge(
-        self, decision: Any, settings: QualityGates, rubric: str, request: str, baseline: AnswerSummary,
-        candidate: AnswerSummary, second_baseline: SecondAnswer | None, ledger: _Ledger, hold: Decimal,
-    ) -> None:
-        mid = decision.migration_id
+        self, mid: str, settings: QualityGates, admitted: _Admitted, baseline: AnswerSummary,
+        candidate: AnswerSummary, second_baseline: SecondAnswer | None, source: str,
+    ) -> QualityCounts:
         spent = Decimal(0)
+        rubric, request = admitted.rubric, admitted.request
 
-        async def ask(first: str, second: str) -> Literal["A", "B", "tie"] | None:
+        async def ask(first: str, second: str) -> tuple[Literal["A", "B", "tie"], str] | None:
             nonlocal spent
             assert self._call is not None and settings.judge is not None
             try:
@@ -211,35 +290,60 @@ class JudgeRunner:
             self._metrics.judge_spend.labels(mid).inc(float(cost))
             verdict = read_verdict(reply)
             self._metrics.judge_calls.labels(mid, "ok" if verdict is not None else "unreadable").inc()
-            return verdict
+            return None if verdict is None else (verdict, read_reason(reply))
 
-        async def both_orders(a: str, b: str) -> tuple[Preference, bool] | None:
+        async def both_orders(a: str, b: str) -> tuple[Preference, bool, tuple[str, str]] | None:
             # a is the "baseline" side, b the "candidate" side of the result.
             straight, swapped = await asyncio.gather(ask(a, b), ask(b, a))
             if straight is None or swapped is None:
                 return None
-            first = {"A": "baseline", "B": "candidate", "tie": "tie"}[straight]
-            second = {"A": "candidate", "B": "baseline", "tie": "tie"}[swapped]
-            return combine(first, second)  # type: ignore[arg-type]
+            first = {"A": "baseline", "B": "candidate", "tie": "tie"}[straight[0]]
+            second = {"A": "candidate", "B": "baseline", "tie": "tie"}[swapped[0]]
+            preference, flipped = combine(first, second)  # type: ignore[arg-type]
+            return preference, flipped, (straight[1], swapped[1])
 
         try:
             judged = await both_orders(baseline.text, candidate.text)
             counts = QualityCounts()
             if judged is not None:
-                preference, flipped = judged
+                preference, flipped, reasons = judged
                 counts = QualityCounts(judged=1, wins=preference == "candidate", ties=preference == "tie",
                                        losses=preference == "baseline", flips=flipped)
                 self._metrics.judge_pairs.labels(mid, "flip" if flipped else {
                     "candidate": "win", "baseline": "loss", "tie": "tie"}[preference]).inc()
-            if second_baseline is not None:
+                if settings.store_examples and self._keep_example is not None:
+                    await self._store_example(mid, settings, example(
+                        self._wall(), source, request, baseline.text, candidate.text, preference, flipped, reasons))
+            if second_baseline is not None and admitted.noise:
                 other = await second_baseline()
                 noise = await both_orders(baseline.text, other.text) if other is not None and other.ok else None
                 if noise is not None:
                     decisive = noise[0] != "tie"
                     counts = counts.plus(QualityCounts(noise_pairs=1, noise_decisive=decisive))
                     self._metrics.judge_pairs.labels(mid, "noise_decisive" if decisive else "noise_tie").inc()
-            if counts != QualityCounts():
-                self._record(decision, counts)
+            return counts
         finally:
-            ledger.held -= hold
-            ledger.spent.append((self._clock(), spent))
+            admitted.ledger.held -= admitted.hold
+            admitted.ledger.spent.append((self._clock(), spent))
+
+    async def _store_example(self, mid: str, settings: QualityGates, entry: dict[str, Any]) -> None:
+        assert self._keep_example is not None
+        try:
+            await self._keep_example(mid, settings, entry)
+        except Exception as exc:  # a lost example costs the report a line, never the verdict
+            self._metrics.judge_dropped.labels(mid, "example_not_stored").inc()
+            _log.info("judged pair not stored", extra={"fields": {"migration": mid, "error": type(exc).__name__}})
+
+
+def example(
+    at: float, source: str, request: str, baseline: str, candidate: str, preference: Preference, flipped: bool,
+    reasons: tuple[str, str],
+) -> dict[str, Any]:
+    """A judged pair as the report shows it (kept only with `store_examples`)."""
+    return {
+        "time": datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "source": source, "verdict": preference, "flipped": flipped,
+        "reason": " / ".join(r for r in reasons if r) or "(no reason given)",
+        "request_excerpt": request[:_EXCERPT_CHARS], "baseline": baseline[:_EXCERPT_CHARS],
+        "candidate": candidate[:_EXCERPT_CHARS],
+    }

@@ -29,6 +29,7 @@ from jsonschema.exceptions import SchemaError, UnknownType
 from referencing.exceptions import Unresolvable
 
 from migration.compare import AnswerSummary
+from migration.types import Arm
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,3 +206,25 @@ class QualityCounts:
         if any(v < 0 for v in counts.values()):
             raise ValueError("quality counts must not be negative")
         return cls(**counts)
+
+
+@dataclass(frozen=True, slots=True)
+class PairQuality:
+    """The checks of a compared pair: each delivered answer's own counts (for the per-arm metrics), and what
+    each arm's window records (the candidate's also says how its answer compared with the baseline's)."""
+
+    own: Mapping[Arm, QualityCounts]
+    window: Mapping[Arm, QualityCounts]
+
+
+def check_pair(request: Mapping[str, Any], baseline: AnswerSummary, candidate: AnswerSummary) -> PairQuality:
+    expectation = expect(request)
+    base, cand = check(baseline, expectation), check(candidate, expectation)
+    own: dict[Arm, QualityCounts] = {}
+    window: dict[Arm, QualityCounts] = {}
+    if base is not None:
+        own["baseline"] = window["baseline"] = QualityCounts.of_answer(base)
+    if cand is not None:
+        own["candidate"] = QualityCounts.of_answer(cand)
+        window["candidate"] = QualityCounts.of_pair(base, cand) if base is not None else own["candidate"]
+    return PairQuality(own, window)

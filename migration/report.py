@@ -1,12 +1,13 @@
 """A migration's report: its audit trail and state -> one self-contained HTML page a person reads at a glance.
 
-    render_report(migration, history) -> str
+    render_report(migration, history, examples) -> str
 
 `migration` is what GET /admin/migrations/{id} answers, `history` the entries of its
-audit trail. The page holds the phase timeline, the last verdict's gates with their
-confidence bounds, the gates' figures over time as charts, the quality gates' results
-and the most divergent judged pairs, and the current step's per-arm figures. Every
-number on it comes from those two inputs (migration.report_figures says where each
+audit trail, `examples` the judged pairs kept with `store_examples`. The page holds the
+phase timeline, the last verdict's gates with their confidence bounds, the gates' figures
+over time as charts, the quality gates' results and the most divergent judged pairs, the
+last pre-flight replay, and the current step's per-arm figures. Every number on it comes
+from those inputs (migration.report_figures says where each
 one is read); nothing is fetched: CSS and SVG are inline, there is no script, and a
 Content-Security-Policy forbids loading anything. All text is escaped: an audit
 reason may carry what a user typed. The figures a test checks are in data attributes
@@ -176,7 +177,7 @@ def _summary(migration: Entry, state: Entry, history: Sequence[Entry], ticks: Se
 def _timeline(history: Sequence[Entry], axis: Axis, spans: Sequence[tuple[float, float, str, str]]) -> str:
     rows = []
     for e in history:
-        if e.get("kind") in ("tick", "judged_pair"):
+        if e.get("kind") == "tick":
             continue
         move = e.get("from_phase") if e.get("from_phase") == e.get("to_phase") else \
             f"{e.get('from_phase')} → {e.get('to_phase')}"
@@ -324,7 +325,7 @@ def _check_row(g: Entry) -> str:
             f'{_show(g.get("threshold"), _signed_pct)})</td></tr>')
 
 
-def _quality(ticks: Sequence[Entry], history: Sequence[Entry]) -> str:
+def _quality(ticks: Sequence[Entry], examples: Sequence[Entry]) -> str:
     last = ticks[-1]["verdict"] if ticks else {}
     parts = ['<section id="quality"><h2>Quality</h2>']
     judge = figures.gate_of(last, "quality_win_rate")
@@ -338,9 +339,10 @@ def _quality(ticks: Sequence[Entry], history: Sequence[Entry]) -> str:
                      f"<th>Difference</th></tr>{''.join(_check_row(g) for g in checks)}</table>")
     else:
         parts.append('<p class="empty" id="quality-checks">No deterministic checks in the verdicts.</p>')
-    found = figures.divergent_pairs(history)
+    found = figures.divergent_pairs(examples)
     if not found:
-        parts.append('<p class="empty" id="judged-pairs" data-count="0">No examples stored.</p>')
+        parts.append('<p class="empty" id="judged-pairs" data-count="0">No examples stored (they are kept only '
+                     "with gates.quality.store_examples, for its retention).</p>")
     else:
         items = [f'<div class="pair" data-verdict="{esc(e.get("verdict"))}"><b>{esc(e.get("verdict"))}</b> · '
                  f'{esc(e.get("time", ""))} · text similarity {similarity:.2f}<br>{esc(e.get("reason", ""))}'
@@ -351,6 +353,31 @@ def _quality(ticks: Sequence[Entry], history: Sequence[Entry]) -> str:
                      '<p class="note">Candidate losses first, then wins, then ties; least similar answers first.</p>'
                      f'{"".join(items)}</div>')
     return "".join(parts) + "</section>"
+
+
+def _replay(history: Sequence[Entry]) -> str:
+    """The last pre-flight replay (migration.replay): what was replayed and its gates' verdict."""
+    replays = [e for e in history if e.get("kind") == "replay" and isinstance(e.get("verdict"), Mapping)]
+    if not replays:
+        return ('<section id="replay" data-count="0"><h2>Pre-flight replay</h2><p class="empty">None run '
+                "(<code>cutover replay --migration ID</code>, with the alias's requests captured).</p></section>")
+    last = replays[-1]
+    r, verdict = last.get("replay") or {}, last["verdict"]
+    rows = "".join(
+        f'<tr data-replay-gate="{esc(g.get("gate"))}" data-result="{esc(g.get("result"))}" '
+        f'data-estimate="{number_attr(g.get("estimate"))}"><td>{esc(g.get("gate"))}</td>'
+        f'<td>{_badge(g.get("result"))}</td><td class="num">{_show(g.get("estimate"), _general)}</td>'
+        f'<td class="num">{_show(g.get("threshold"), _general)}</td><td>{esc(g.get("note", ""))}</td></tr>'
+        for g in verdict.get("gates", []) if g.get("scope", "step") == "step")
+    counts = {k: r.get(k) for k in ("captured", "replayed", "excluded", "compared", "judged")}
+    return (f'<section id="replay" data-count="{len(replays)}" data-time="{esc(last.get("time", ""))}" '
+            f'data-result="{esc(verdict.get("result"))}" {_data_attrs(counts)}><h2>Pre-flight replay '
+            f'({esc(last.get("time", ""))}, by {esc(last.get("actor", "?"))}): {_badge(verdict.get("result"))}</h2>'
+            f"<p>{_show(r.get('replayed'), _count)} of {_show(r.get('captured'), _count)} captured requests sent to "
+            f"both arms ({_show(r.get('excluded'), _count)} excluded); {_show(r.get('compared'), _count)} pairs "
+            f"compared, {_show(r.get('judged'), _count)} judged. {esc(verdict.get('reason', ''))}</p>"
+            "<table><tr><th>Gate</th><th>Result</th><th>Estimate</th><th>Threshold</th><th>Note</th></tr>"
+            f"{rows}</table></section>")
 
 
 def _arms(migration: Entry) -> str:
@@ -371,7 +398,9 @@ def _arms(migration: Entry) -> str:
             f"<th>TTFT p50 / p99</th><th>Mean cost</th></tr>{rows}</table></section>")
 
 
-def render_report(migration: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> str:
+def render_report(
+    migration: Mapping[str, Any], history: Sequence[Mapping[str, Any]], examples: Sequence[Mapping[str, Any]] = (),
+) -> str:
     spec, state = migration.get("spec") or {}, migration.get("state") or {}
     gates = spec.get("gates") or {}
     ticks = figures.ticks_of(history)
@@ -384,7 +413,7 @@ def render_report(migration: Mapping[str, Any], history: Sequence[Mapping[str, A
         f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{esc(title)}</title>'
         f"<style>{CSS}</style></head><body>{_header(migration, spec, state)}<main>"
         f"{_summary(migration, state, history, ticks)}{_timeline(history, axis, spans)}{_gates(ticks, gates)}"
-        f"{_over_time(ticks, axis, gates)}{_quality(ticks, history)}{_arms(migration)}"
+        f"{_over_time(ticks, axis, gates)}{_quality(ticks, examples)}{_replay(history)}{_arms(migration)}"
         f'<p class="note">From {len(history)} audit entries up to {esc(as_of)} '
         f"({len(ticks)} analysis ticks) and the migration's state at version {esc(migration.get('version', '?'))}."
         "</p></main></body></html>\n"

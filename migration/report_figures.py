@@ -228,9 +228,8 @@ def pair_side(verdict: object) -> int:
     return 2
 
 
-def divergent_pairs(history: Sequence[Entry], limit: int = 8) -> list[tuple[Entry, float]]:
+def divergent_pairs(pairs: Sequence[Entry], limit: int = 8) -> list[tuple[Entry, float]]:
     """Judged pairs, most divergent first: candidate losses, then wins, then the rest; least similar text first."""
-    pairs = [e for e in history if e.get("kind") == "judged_pair"]
     scored = [(e, difflib.SequenceMatcher(None, str(e.get("baseline", ""))[:2000],
                                           str(e.get("candidate", ""))[:2000]).ratio()) for e in pairs]
     scored.sort(key=lambda item: (pair_side(item[0].get("verdict")), item[1]))

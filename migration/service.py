@@ -118,6 +118,11 @@ class MigrationService:
         await self.get(migration_id)
         return await self.store.audit(migration_id)
 
+    async def record(self, migration_id: str, entry: dict[str, Any]) -> None:
+        """An audit record that changes no state (a pre-flight replay)."""
+        await self.get(migration_id)
+        await self.store.append_audit(migration_id, [entry])
+
     async def create(self, spec: MigrationSpec, actor: str, start: bool) -> StoredMigration:
         self.validate(spec)
         for other in await self.store.list_migrations():

@@ -16,22 +16,17 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from metering.meter import Meter
-from metering.pricing import to_micros
-from metering.usage import usage_chunk
-from migration.compare import AnswerSummary, compare, summarise_completion, summarise_stream, wants_json
+from migration.answers import AnswerFetcher
+from migration.compare import AnswerSummary, compare, wants_json
 from migration.judge import JudgeRunner
 from migration.live import Decision, LiveMigrations
-from migration.quality import Checks, QualityCounts, check, expect
-from migration.types import Arm
+from migration.quality import check_pair
 from migration.window import Sample, kind_of
-from providers.dispatch import SHADOW, Call, Delivered, Dispatcher, Outbound
-from providers.errors import ProviderError, status_of
-from providers.target import TargetRef
+from providers.dispatch import Call, Dispatcher, Outbound
 from telemetry.metrics import status_class
 from telemetry.migration_metrics import MigrationMetrics
 
@@ -60,8 +55,7 @@ class ShadowRunner:
         self, dispatcher: Dispatcher, meter: Meter, live: LiveMigrations, metrics: MigrationMetrics,
         judge: JudgeRunner | None = None,
     ) -> None:
-        self._dispatcher = dispatcher
-        self._meter = meter
+        self._answers = AnswerFetcher(dispatcher, meter)
         self._live = live
         self._metrics = metrics
         self._judge = judge
@@ -126,54 +120,10 @@ class ShadowRunner:
             _log.exception("shadow copy failed unexpectedly", extra={"fields": {"migration": migration_id}})
 
     async def _call(self, decision: Decision, call: Call, timeout_s: float) -> AnswerSummary:
-        start = time.perf_counter()
-        try:
-            async with asyncio.timeout(timeout_s):
-                result = await self._dispatcher.dispatch(call, SHADOW)
-                if not isinstance(result, Delivered):
-                    self._metrics.shadow_requests.labels(decision.migration_id, "failed").inc()
-                    status = result.attempts[-1].status if result.attempts else 503
-                    return AnswerSummary(status, time.perf_counter() - start)
-                if result.stream is not None:
-                    return await self._read_stream(result, start)
-        except ProviderError as exc:  # the stream broke while it was read
+        answer = await self._answers.fetch(call, timeout_s)
+        if not answer.ok:
             self._metrics.shadow_requests.labels(decision.migration_id, "failed").inc()
-            return AnswerSummary(status_of(exc), time.perf_counter() - start)
-        except TimeoutError:
-            self._metrics.shadow_requests.labels(decision.migration_id, "failed").inc()
-            return AnswerSummary(504, time.perf_counter() - start)
-        assert result.reply is not None
-        [attempt] = result.attempts
-        usage = attempt.usage
-        assert usage is not None and attempt.cost is not None
-        return summarise_completion(result.reply.data, 200, time.perf_counter() - start, to_micros(attempt.cost),
-                                    usage.prompt_tokens, usage.completion_tokens)
-
-    async def _read_stream(self, delivered: Delivered, start: float) -> AnswerSummary:
-        stream = delivered.stream
-        assert stream is not None
-        ttft: float | None = None
-        events: list[bytes] = []
-        reported = None
-        try:
-            async for batch in stream.batches():
-                if ttft is None:
-                    ttft = time.perf_counter() - start
-                for event in batch:
-                    if event == b"[DONE]":
-                        continue
-                    events.append(event)
-                    chunk = usage_chunk(event)
-                    if chunk is not None:
-                        reported = chunk["usage"]
-        finally:
-            await stream.aclose()
-        latency = time.perf_counter() - start
-        target: TargetRef = delivered.target
-        metered = self._meter.stream(target.provider, target.model, delivered.outbound.payload, reported, events)
-        usage = metered.usage
-        return summarise_stream(events, 200, latency, ttft, to_micros(metered.cost), usage.prompt_tokens,
-                                usage.completion_tokens)
+        return answer
 
     def _account(self, decision: Decision, shadow: AnswerSummary) -> None:
         m = self._metrics
@@ -221,21 +171,14 @@ class ShadowRunner:
         """The cheap checks on both answers of a pair: each arm's own counts, and the pair's on the candidate."""
         if decision.shadow_arm is None:
             return
-        expectation = expect(request)
         baseline, candidate = _by_arm(decision, primary, shadow)
-        base, cand = check(baseline, expectation), check(candidate, expectation)
-        answers: tuple[tuple[Arm, Checks | None], ...] = (("baseline", base), ("candidate", cand))
-        own = {arm: QualityCounts.of_answer(checks) for arm, checks in answers if checks is not None}
-        for arm, counts in own.items():
+        checked = check_pair(request, baseline, candidate)
+        for arm, counts in checked.own.items():
             for name, value in counts.to_dict().items():
                 if value:
                     self._metrics.quality_checks.labels(decision.migration_id, arm, name).inc(value)
-        if base is not None:
-            self._live.record_quality(decision, "baseline", own["baseline"])
-        if cand is not None:
-            # The candidate's window also keeps how its answer compared with the baseline's.
-            self._live.record_quality(decision, "candidate",
-                                      QualityCounts.of_pair(base, cand) if base is not None else own["candidate"])
+        for arm, counts in checked.window.items():
+            self._live.record_quality(decision, arm, counts)
 
     def _offer_to_judge(
         self, decision: Decision, call: Call, primary: AnswerSummary, shadow: AnswerSummary, timeout_s: float,

@@ -7,15 +7,21 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
-from config.migration import MigrationSpec
+import orjson
+
+from config.migration import MigrationSpec, QualityGates
 from config.schema import GatewayConfig, StoreConfig
 from metering.ceiling import RateCeiling
 from metering.meter import Meter
 from migration.accounting import ArmAccounting
+from migration.answers import AnswerFetcher
+from migration.capture import Capture
 from migration.controller import Controller
 from migration.judge import JudgeRunner
 from migration.live import LiveMigrations
+from migration.replay import Replayer
 from migration.service import MigrationService
 from migration.shadow import ShadowRunner
 from migration.sync import StoreSync
@@ -55,6 +61,8 @@ class Migrations:
     service: MigrationService
     controller: Controller
     declared: list[MigrationSpec]
+    capture: Capture
+    replayer: Replayer
     # Binds its calls once the app exists (gateway.app): they go through the gateway's own path.
     judge: JudgeRunner | None = None
     _pending: list[MigrationSpec] = field(default_factory=list)
@@ -81,6 +89,7 @@ class Migrations:
     async def stop(self) -> None:
         await self.controller.stop()
         await self.shadow.cancel_all()
+        await self.capture.settle()
         await self.sync.sync()  # the last samples of this replica are not lost
         await self.store.close()
 
@@ -100,12 +109,20 @@ def build_migrations(
         configured = config.models[alias].targets if alias in config.models else []
         return [(t.provider, t.model) for t in configured] + live.arms_of(alias)
 
+    async def keep_example(migration_id: str, settings: QualityGates, example: dict[str, Any]) -> None:
+        await store.add_sample("example", migration_id, orjson.dumps(example), settings.examples_retention_s,
+                               settings.max_examples)
+
     judge = JudgeRunner(
         metrics, lambda decision, counts: live.record_quality(decision, "candidate", counts),
         RateCeiling(meter.prices, targets).worst_case,
         judge_allowed=lambda alias: alias not in config.models or config.models[alias].judge,
+        keep_example=keep_example,
     )
     shadow = ShadowRunner(dispatcher, meter, live, metrics, judge)
+    capture = Capture(store, {alias: route.capture for alias, route in config.models.items()
+                              if route.capture is not None}, metrics)
+    replayer = Replayer(AnswerFetcher(dispatcher, meter), capture, judge, metrics)
     service = MigrationService(
         store, live, sync, metrics, lambda: config.models, lambda: config.providers, on_stop_shadow=shadow.cancel
     )
@@ -113,7 +130,8 @@ def build_migrations(
         service, live, sync, metrics, config.controller.sync_interval_s, config.controller.lease_ttl_s
     )
     migrations = Migrations(
-        store, live, sync, shadow, ArmAccounting(live, metrics), service, controller, list(config.migrations), judge
+        store, live, sync, shadow, ArmAccounting(live, metrics), service, controller, list(config.migrations),
+        capture, replayer, judge,
     )
     controller.before_round = migrations.adopt_declared
     return migrations

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 RecordKind = Literal["response", "run"]
+SampleKind = Literal["capture", "example"]
 
 
 class StoreUnavailable(Exception):
@@ -91,3 +92,32 @@ class Store(Protocol):
     async def delete_record(self, kind: RecordKind, key: str) -> bool:
         """True when there was one to delete."""
         ...
+
+    # Bounded, expiring, append-only lists of opaque records, by kind and group: "capture" (a sample of the
+    # clients' requests to an alias, the group, replayed later against a migration's candidate) and "example"
+    # (judged answer pairs kept for a migration, the group). Each record expires on its own (ttl_s from when
+    # it was added) and each add keeps only the newest `keep` (at least 1), so neither traffic nor a
+    # forgotten group grows a list without bound. Order is the order of the adds, across replicas too.
+
+    async def add_sample(self, kind: SampleKind, group: str, record: bytes, ttl_s: float, keep: int) -> None:
+        """Append `record` to the group's list; it expires after ttl_s. Expired entries go, and then all but the
+        newest `keep`."""
+        ...
+
+    async def samples(self, kind: SampleKind, group: str, limit: int | None = None) -> list[bytes]:
+        """The group's unexpired records, oldest first; with `limit`, only the newest `limit` of them (still
+        oldest first)."""
+        ...
+
+    async def delete_samples(self, kind: SampleKind, group: str) -> int:
+        """Drop the group's list; the number of unexpired records dropped."""
+        ...
+
+
+def check_sample_bounds(keep: int | None = None, limit: int | None = None) -> None:
+    """The same refusal on every backend, before it touches its storage: a list must keep something, and a
+    negative limit means nothing sensible (Python's slicing would read it as "all but")."""
+    if keep is not None and keep < 1:
+        raise ValueError(f"keep must be at least 1, not {keep}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must not be negative, not {limit}")

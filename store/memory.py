@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from store.base import RecordKind, StoredMigration, StoreNotWritable
+from store.base import RecordKind, SampleKind, StoredMigration, StoreNotWritable, check_sample_bounds
 
 
 class MemoryStore:
@@ -19,6 +19,8 @@ class MemoryStore:
         self._leases: dict[str, tuple[str, float]] = {}
         self._kills: set[str] = set()
         self._records: dict[tuple[RecordKind, str], tuple[bytes, float]] = {}
+        # (expires_at, record), oldest add first.
+        self._samples: dict[tuple[SampleKind, str], list[tuple[float, bytes]]] = {}
         self.available = True
         self.writable = True
 
@@ -122,3 +124,26 @@ class MemoryStore:
         self._check()
         found = self._records.pop((kind, key), None)
         return found is not None and found[1] > self._clock()
+
+    async def add_sample(self, kind: SampleKind, group: str, record: bytes, ttl_s: float, keep: int) -> None:
+        check_sample_bounds(keep=keep)
+        self._check()
+        now = self._clock()
+        # Records may have different retentions, so expired ones can sit anywhere in the list.
+        kept = [e for e in self._samples.get((kind, group), []) if e[0] > now]
+        kept.append((now + ttl_s, record))
+        self._samples[kind, group] = kept[-keep:]
+
+    async def samples(self, kind: SampleKind, group: str, limit: int | None = None) -> list[bytes]:
+        check_sample_bounds(limit=limit)
+        self._check()
+        now = self._clock()
+        live = [record for expires, record in self._samples.get((kind, group), []) if expires > now]
+        if limit is not None:
+            live = live[max(0, len(live) - limit):]
+        return live
+
+    async def delete_samples(self, kind: SampleKind, group: str) -> int:
+        self._check()
+        now = self._clock()
+        return sum(1 for expires, _ in self._samples.pop((kind, group), []) if expires > now)

@@ -9,6 +9,7 @@ reached, failed snapshots, an ACL) raises StoreNotWritable, which fails readines
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,7 +18,14 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
 
-from store.base import RecordKind, StoredMigration, StoreNotWritable, StoreUnavailable
+from store.base import (
+    RecordKind,
+    SampleKind,
+    StoredMigration,
+    StoreNotWritable,
+    StoreUnavailable,
+    check_sample_bounds,
+)
 
 _COMMIT = """
 local current = redis.call('HGET', KEYS[1], 'version')
@@ -52,14 +60,58 @@ return 1
 """
 
 
+# A sample list is two sorted sets. KEYS[1] holds the records in the order of the adds: member
+# <16 hex digits of seq><record> (the seq also keeps two equal records apart), score seq. KEYS[2] holds
+# each record's expiry: member <16 hex digits of seq>, score the expiry in the client's seconds. KEYS[3] is
+# the counter that numbers the adds of every list; the seq, not a clock, orders them, so two adds in the
+# same tick or from replicas with skewed clocks keep their order. Records are stored once, and an add
+# reads none of them back except the ones it trims (one, usually).
+# ARGV: now, expires_at, keep, record.
+_ADD_SAMPLE = """
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+for _, tag in ipairs(expired) do
+    local seq = tonumber(tag, 16)
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], seq, seq)
+end
+if #expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1]) end
+local seq = redis.call('INCR', KEYS[3])
+local tag = string.format('%016x', seq)
+redis.call('ZADD', KEYS[1], seq, tag .. ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[2], tag)
+local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
+if excess > 0 then
+    for _, old in ipairs(redis.call('ZRANGE', KEYS[1], 0, excess - 1)) do
+        redis.call('ZREM', KEYS[2], string.sub(old, 1, 16))
+    end
+    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1)
+end
+-- The list outlives its last record by a little, and then goes by itself.
+local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+local ttl_ms = math.ceil((tonumber(last[2]) - tonumber(ARGV[1])) * 1000) + 1000
+-- Bounded so that Lua prints it as an integer (a retention of millennia is as good as forever).
+ttl_ms = math.min(math.max(ttl_ms, 1), 2 ^ 46)
+redis.call('PEXPIRE', KEYS[1], ttl_ms)
+redis.call('PEXPIRE', KEYS[2], ttl_ms)
+return 1
+"""
+
+_SEQ_HEX = 16
+
+
 class RedisStore:
-    def __init__(self, url: str, prefix: str = "cutover", timeout_s: float = 1.0) -> None:
+    def __init__(
+        self, url: str, prefix: str = "cutover", timeout_s: float = 1.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        # Wall clock seconds, the same on every replica (give or take their skew): sample expiries are compared
+        # with other replicas' clocks. Redis's own TIME would not replicate the same inside a script.
+        self._clock = clock
         self._redis = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self._p = prefix
         self._commit = self._redis.register_script(_COMMIT)
         self._create = self._redis.register_script(_CREATE)
         self._lease = self._redis.register_script(_LEASE)
         self._release = self._redis.register_script(_RELEASE)
+        self._add_sample = self._redis.register_script(_ADD_SAMPLE)
 
     def _key(self, *parts: str) -> str:
         return ":".join((self._p, *parts))
@@ -174,3 +226,45 @@ class RedisStore:
 
     async def delete_record(self, kind: RecordKind, key: str) -> bool:
         return bool(await self._call(lambda: self._redis.delete(self._key(kind, key))))
+
+    def _sample_keys(self, kind: SampleKind, group: str) -> tuple[str, str]:
+        return self._key("samples", kind, group), self._key("sample-expiry", kind, group)
+
+    async def add_sample(self, kind: SampleKind, group: str, record: bytes, ttl_s: float, keep: int) -> None:
+        check_sample_bounds(keep=keep)
+        now = self._clock()
+        keys = [*self._sample_keys(kind, group), self._key("sample-seq")]
+        # repr() round-trips a float exactly, so Redis compares the very numbers the other backends would.
+        await self._call(lambda: self._add_sample(keys=keys, args=[repr(now), repr(now + ttl_s), keep, record]))
+
+    async def samples(self, kind: SampleKind, group: str, limit: int | None = None) -> list[bytes]:
+        check_sample_bounds(limit=limit)
+        now = self._clock()
+        records, expiries = self._sample_keys(kind, group)
+
+        def read() -> Awaitable[Any]:
+            # MULTI/EXEC: both reads see the same list, and a read-only replica still answers it.
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.zrange(records, 0, -1)
+            pipe.zrangebyscore(expiries, "-inf", repr(now))
+            return pipe.execute()
+
+        members, expired = await self._call(read)
+        gone = set(expired)
+        live = [bytes(m[_SEQ_HEX:]) for m in members if m[:_SEQ_HEX] not in gone]
+        if limit is not None:
+            live = live[max(0, len(live) - limit):]
+        return live
+
+    async def delete_samples(self, kind: SampleKind, group: str) -> int:
+        now = self._clock()
+        records, expiries = self._sample_keys(kind, group)
+
+        def delete() -> Awaitable[Any]:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.zcount(expiries, f"({now!r}", "+inf")
+            pipe.delete(records, expiries)
+            return pipe.execute()
+
+        live, _ = await self._call(delete)
+        return int(live)

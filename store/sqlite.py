@@ -15,7 +15,14 @@ from typing import Any, TypeVar
 
 import orjson
 
-from store.base import RecordKind, StoredMigration, StoreNotWritable, StoreUnavailable
+from store.base import (
+    RecordKind,
+    SampleKind,
+    StoredMigration,
+    StoreNotWritable,
+    StoreUnavailable,
+    check_sample_bounds,
+)
 
 _T = TypeVar("_T")
 
@@ -37,6 +44,12 @@ CREATE TABLE IF NOT EXISTS responses (id TEXT PRIMARY KEY, record BLOB NOT NULL,
 CREATE INDEX IF NOT EXISTS responses_by_expiry ON responses (expires_at);
 CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, record BLOB NOT NULL, expires_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS runs_by_expiry ON runs (expires_at);
+CREATE TABLE IF NOT EXISTS samples (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, grp TEXT NOT NULL, record BLOB NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_by_group ON samples (kind, grp, seq);
+CREATE INDEX IF NOT EXISTS samples_by_expiry ON samples (expires_at);
 """
 
 # Table names come from this fixed map, never from a caller's string.
@@ -277,3 +290,46 @@ class SQLiteStore:
         deleted = await self._run(lambda c: c.execute(
             f"DELETE FROM {_RECORD_TABLES[kind]} WHERE id = ? AND expires_at > ?", (key, self._clock())).rowcount)
         return bool(deleted)
+
+    async def add_sample(self, kind: SampleKind, group: str, record: bytes, ttl_s: float, keep: int) -> None:
+        check_sample_bounds(keep=keep)
+        now = self._clock()
+
+        def add(c: sqlite3.Connection) -> None:
+            c.execute("BEGIN IMMEDIATE")
+            # Every group's expired rows, not only this one's: a finished migration's examples are never
+            # added to again, and would otherwise stay in the file for good.
+            c.execute("DELETE FROM samples WHERE expires_at <= ?", (now,))
+            c.execute("INSERT INTO samples (kind, grp, record, expires_at) VALUES (?, ?, ?, ?)",
+                      (kind, group, record, now + ttl_s))
+            # AUTOINCREMENT never reuses a seq, so seq order is the order of the adds.
+            c.execute(
+                "DELETE FROM samples WHERE kind = ? AND grp = ? AND seq <= (SELECT seq FROM samples "
+                "WHERE kind = ? AND grp = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                (kind, group, kind, group, keep),
+            )
+            c.execute("COMMIT")
+
+        await self._run(add)
+
+    async def samples(self, kind: SampleKind, group: str, limit: int | None = None) -> list[bytes]:
+        check_sample_bounds(limit=limit)
+        now = self._clock()
+        rows = await self._run(lambda c: c.execute(
+            "SELECT record FROM (SELECT seq, record FROM samples WHERE kind = ? AND grp = ? AND expires_at > ? "
+            "ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+            (kind, group, now, -1 if limit is None else limit)).fetchall())
+        return [bytes(r[0]) for r in rows]
+
+    async def delete_samples(self, kind: SampleKind, group: str) -> int:
+        now = self._clock()
+
+        def delete(c: sqlite3.Connection) -> int:
+            c.execute("BEGIN IMMEDIATE")
+            live: int = c.execute("SELECT COUNT(*) FROM samples WHERE kind = ? AND grp = ? AND expires_at > ?",
+                                  (kind, group, now)).fetchone()[0]
+            c.execute("DELETE FROM samples WHERE kind = ? AND grp = ?", (kind, group))
+            c.execute("COMMIT")
+            return live
+
+        return await self._run(delete)

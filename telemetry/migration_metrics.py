@@ -89,8 +89,22 @@ class MigrationMetrics:
             ["migration", "result"], registry=registry,
         )
         self.judge_dropped = Counter(
-            "cutover_judge_dropped", "Sampled pairs not judged: busy (no slot), budget (the hourly cap), excluded.",
+            "cutover_judge_dropped",
+            "Sampled pairs not judged: busy (no slot), budget (the hourly cap), excluded; and judged pairs whose "
+            "example could not be stored (example_not_stored).",
             ["migration", "reason"], registry=registry,
+        )
+        self.captured = Counter(
+            "cutover_capture_requests",
+            "Requests of aliases with `capture` sampled for a pre-flight replay: captured, excluded (offered "
+            "tools), dropped (too many writes in flight), failed (the store refused).",
+            ["alias", "outcome"], registry=registry,
+        )
+        self.replayed = Counter(
+            "cutover_replay_requests",
+            "Captured requests replayed against both arms of a migration: replayed, excluded (naming a "
+            "shadow-excluded tool), unreadable.",
+            ["migration", "outcome"], registry=registry,
         )
         self.shadow_latency_delta = Histogram(
             "cutover_shadow_latency_delta_seconds", "Shadow minus primary latency for each compared pair.",

@@ -21,6 +21,7 @@ from metering.meter import Meter
 from metering.pricing import PriceBook
 from metering.tokens import TokenCounter
 from metering.usage import Usage, UsageEstimator
+from migration.capture import Capture
 from migration.live import LiveMigrations
 from providers.base import UpstreamReply
 from providers.dispatch import AttemptRecord, Call, Delivered, Undelivered
@@ -105,6 +106,7 @@ def pipeline(dispatcher: ScriptedDispatcher, records: Records, synced: bool = Tr
         migrations=live,
         state_wait_s=0.2,
         shadow=None,  # type: ignore[arg-type]  # no migration: never asked
+        capture=Capture(MemoryStore(), {}, metrics.migration),
         fitter=ContextFitter(PRICES.context_window, tokens),
         speaks=lambda provider, dialect: dialect == "chat",
         conversations=Conversations(MemoryStore(), 3600.0, 1 << 20),

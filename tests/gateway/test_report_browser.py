@@ -188,7 +188,7 @@ def test_the_report_of_a_real_migration_renders_offline_with_the_audits_numbers(
         assert row.number("data-attempts") == window[arm]["attempts"]["count"]
 
     assert "Not judged" in page.one(id="quality-judge").text  # no judge configured
-    assert page.one(id="judged-pairs").text == "No examples stored."
+    assert page.one(id="judged-pairs").text.startswith("No examples stored")
     checks = [g["gate"] for g in last["gates"] if g["gate"] in ("quality_json", "quality_tools")
               and g["scope"] == "step"]
     assert [e.attrs["data-check"] for e in page.all("tr", data_check="")] == checks

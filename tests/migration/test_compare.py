@@ -186,6 +186,9 @@ def test_request_tool_names_and_wants_json() -> None:
     }
     assert request_tool_names(request) == ["lookup", "send_email"]
     assert request_tool_names({}) == [] and request_tool_names({"tools": None}) == []
+    # The Responses API's flat function tools name themselves.
+    flat = {"tools": [{"type": "function", "name": "send_email", "parameters": {}}, {"type": "web_search"}]}
+    assert request_tool_names(flat) == ["send_email"]
     assert wants_json({"response_format": {"type": "json_object"}})
     assert wants_json({"response_format": {"type": "json_schema", "json_schema": {}}})
     assert not wants_json({"response_format": {"type": "text"}})

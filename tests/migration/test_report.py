@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from migration.gates import GateFigures, decide, judge
+from migration.judge import example
 from migration.report import render_report
 from migration.report_figures import MAX_POINTS, confidence_bounds
 from migration.sequential import block_alpha
@@ -147,8 +148,8 @@ def entry(kind: str, action: str, t: float, phase: tuple[str, str], weight_bp: i
 
 
 def judged_pair(t: float, verdict_: str, baseline: str, candidate: str, reason: str = "") -> dict[str, Any]:
-    return {"time": utc_now_iso(t), "kind": "judged_pair", "request_excerpt": "What is 2+2?", "baseline": baseline,
-            "candidate": candidate, "verdict": verdict_, "reason": reason}
+    """A stored example, as migration.judge.example writes it."""
+    return example(t, "shadow", "What is 2+2?", baseline, candidate, verdict_, False, (reason, ""))  # type: ignore[arg-type]
 
 
 def audit(*, quality: bool = True, hostile: str = "", extra: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
@@ -295,14 +296,14 @@ def test_charts_draw_every_tick_step_by_step() -> None:
 
 
 def test_quality_results_checks_and_the_most_divergent_pairs() -> None:
-    history = [
-        *audit(),
+    history = audit()
+    examples = [
         judged_pair(T0 + 41, "tie", "Four.", "Four."),
-        judged_pair(T0 + 42, "win", "4", "The answer is 4."),
-        judged_pair(T0 + 43, "loss", "4", "I cannot help with that.", reason="refused"),
-        judged_pair(T0 + 44, "loss", "4", "5"),
+        judged_pair(T0 + 42, "candidate", "4", "The answer is 4."),
+        judged_pair(T0 + 43, "baseline", "4", "I cannot help with that.", reason="refused"),
+        judged_pair(T0 + 44, "baseline", "4", "5"),
     ]
-    page = Page(render_report(migration(), history))
+    page = Page(render_report(migration(), history, examples))
     judge_block = page.one(id="quality-judge")
     win = next(g for g in ticks_of(history)[-1]["verdict"]["gates"] if g["gate"] == "quality_win_rate")
     for key in ("judged", "wins", "ties", "losses", "flips", "noise_pairs", "noise_decisive"):
@@ -316,7 +317,8 @@ def test_quality_results_checks_and_the_most_divergent_pairs() -> None:
     assert page.one("tr", data_check="quality_tools").attrs["data-result"] == "skipped"
     pairs = page.one(id="judged-pairs")
     assert pairs.attrs["data-count"] == "4"
-    assert [e.attrs["data-verdict"] for e in page.all("div", data_verdict="")] == ["loss", "loss", "win", "tie"]
+    assert [e.attrs["data-verdict"] for e in page.all("div", data_verdict="")] == [
+        "baseline", "baseline", "candidate", "tie"]
     assert pairs.text.index("5") < pairs.text.index("I cannot help with that.")  # least similar loss first
 
 
@@ -324,15 +326,15 @@ def test_without_quality_gates_or_examples_it_says_so() -> None:
     page = Page(render_report(migration(), audit(quality=False)))
     assert "Not judged" in page.one(id="quality-judge").text
     assert "No deterministic checks" in page.one(id="quality-checks").text
-    assert page.one(id="judged-pairs").text == "No examples stored."
+    assert page.one(id="judged-pairs").text.startswith("No examples stored")
 
 
 def test_hostile_text_comes_out_escaped() -> None:
     rogue_gate = gate(HOSTILE, "step", "proportion", {"n": 10, "k_fail": 0, "k_pass": 0}, 0.1, note=HOSTILE)
-    history = [*audit(hostile=HOSTILE, extra=[rogue_gate]),
-               judged_pair(T0 + 41, HOSTILE, HOSTILE, "</pre>" + HOSTILE, reason=HOSTILE)]
+    history = audit(hostile=HOSTILE, extra=[rogue_gate])
+    examples = [judged_pair(T0 + 41, HOSTILE, HOSTILE, "</pre>" + HOSTILE, reason=HOSTILE)]
     state_reason = f"paused by ops: {HOSTILE}"
-    text = render_report(migration(reason=state_reason), history)
+    text = render_report(migration(reason=state_reason), history, examples)
     page = Page(text)
     assert "<script" not in text and "<img" not in text
     assert not page.all("script") and not page.all("img")

@@ -191,4 +191,13 @@ def gateway() -> Board:
            "truncated {{alias}}")],
         PER_MIN, w=16,
     )
+    board.panel(
+        "Requests captured for replay per minute",
+        "Aliases with `capture` keep a sampled share of their requests for a pre-flight replay: captured, "
+        "excluded (offered tools, with exclude_tools), dropped (too many store writes in flight), failed (the "
+        "store refused the write).",
+        [Q(f'sum by (alias, outcome) (rate(cutover_capture_requests_total{{alias=~"$alias"}}[{RI}])) * 60',
+           "{{alias}} {{outcome}}")],
+        PER_MIN, w=8,
+    )
     return board

@@ -297,3 +297,11 @@ def _quality(board: Board, m: str) -> None:
          Q(share("cut_off", "checked"), "{{arm}} cut off")],
         RATIO, w=8, min_value=0, max_value=1,
     )
+    board.panel(
+        "Pre-flight replay requests over the last hour",
+        "Captured requests a pre-flight replay (cutover replay --migration ID) sent to both arms (replayed), "
+        "left out because they name a shadow.exclude_tools tool (excluded), or could not be read (unreadable). "
+        "The replay's verdict is in the audit trail and the report.",
+        [Q(f"sum by (outcome) (increase(cutover_replay_requests_total{{{m}}}[{JUDGE_WINDOW}]))", "{{outcome}}")],
+        COUNT, w=8, min_value=0,
+    )

@@ -157,7 +157,9 @@ def gateway_config(sims: Sims, state_path: Path) -> dict[str, Any]:
         "admin": {"keys": [{"name": "ops", "hash": hash_key(ADMIN_KEY)}]},
         "providers": {name: {"type": "openai", "base_url": sims.url(name)} for name in Sims.SETTINGS},
         "models": {
-            "gpt-4": {"targets": [target("legacy", "legacy-large")]},
+            # A sample kept for the pre-flight replay the scenario runs once the migration has rolled back.
+            "gpt-4": {"targets": [target("legacy", "legacy-large")],
+                      "capture": {"sample": 0.2, "max_requests": 100, "exclude_tools": True}},
             "chat": {"targets": [target("flaky", "flaky-m"), target("backup", "backup-m")]},
             "stream": {"targets": [target("breaky", "breaky-m")]},
             "small": {"targets": [target("backup", "backup-small")], "on_context_overflow": "truncate_oldest"},
@@ -236,6 +238,14 @@ class Gateway(ServerProcess):
         response.raise_for_status()
         state: dict[str, Any] = response.json()["state"]
         return state
+
+    def replay(self, limit: int) -> dict[str, Any]:
+        response = httpx.post(f"{self.root_url}/admin/migrations/{MIGRATION_ID}/replay", timeout=120,
+                              json={"limit": limit, "concurrency": 2},
+                              headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
 
     def stop(self, grace_s: float = 20.0) -> None:
         super().stop(grace_s)

@@ -4,9 +4,10 @@ Static checks (always): the Grafana JSON's structure, and that it is what
 dashboards/build.py generates. With Prometheus installed (`make test` installs it;
 without it these tests skip and say so): promtool on the rules, their unit tests and
 the example config; then one live scenario (tests/dashboards/stack.py) in which
-`cutover serve --workers 2` serves a migration (its quality judged by an LLM judge),
-retries, fallbacks, cool-downs, streams and plan-and-execute runs, the candidate's
-answers degrade (invalid JSON) and a quality gate rolls it back, and a real Prometheus
+`cutover serve --workers 2` serves a migration (its quality judged by an LLM judge, its
+alias's requests captured), retries, fallbacks, cool-downs, streams and plan-and-execute
+runs, the candidate's answers degrade (invalid JSON) and a quality gate rolls it back, a
+pre-flight replay runs on the captured sample, and a real Prometheus
 scrapes it every second with the shipped rules loaded. Against that Prometheus: every
 template variable resolves, every panel and annotation query is valid and returns data
 with the variables set to real values, every metric and label the dashboards and rules
@@ -250,6 +251,10 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         wait_for(lambda: DEGRADED_ALERTS <= prometheus.firing(), timeout=60,
                  what=f"alerts {sorted(DEGRADED_ALERTS)} to fire", every=POLL_S)
         timings["alerts firing"] = time.monotonic() - began
+        # A pre-flight replay of the captured sample, for its panel (it changes no state).
+        replayed = gateway.replay(limit=10)
+        assert replayed["replayed"] == 10 and replayed["verdict"]["gates"], replayed
+        timings["replayed"] = time.monotonic() - began
         yield Scenario(sims, gateway, prometheus, traffic, started_at, firing_before, timings)
         print(f"\ndashboards scenario timings (s): { {k: round(v, 1) for k, v in timings.items()} }; "
               f"client answers: {dict(traffic.answers)}")

@@ -4,7 +4,7 @@ Opt-in per alias (`models.<alias>.capture`): a sampled share of the alias's requ
 store (kind "capture", one list per alias), each kept for `retention_s`, only the newest `max_requests`.
 What is kept is the canonical request the gateway would send upstream (the same body a shadow copy
 gets), the endpoint path and whether it streamed; never the answer. Requests offering tools are left
-out with `exclude_tools`.
+out with `exclude_tools`, and requests over 1 MiB always.
 
 On the request path this is one dict lookup for an alias without capture. A sampled request is
 serialised there and written off the path; writes in flight are bounded, and one that finds no room is
@@ -30,6 +30,8 @@ from telemetry.migration_metrics import MigrationMetrics
 _log = logging.getLogger("cutover.migration")
 
 MAX_WRITES_IN_FLIGHT = 8
+# A bigger request is not kept: the store holds up to max_requests of them per alias.
+MAX_RECORD_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,14 @@ class Capture:
         if len(self._writes) >= MAX_WRITES_IN_FLIGHT:
             self._metrics.captured.labels(alias, "dropped").inc()
             return
-        record = orjson.dumps({"at": self._wall(), "path": path, "stream": stream, "payload": payload})
+        try:
+            record = orjson.dumps({"at": self._wall(), "path": path, "stream": stream, "payload": payload})
+        except TypeError:  # nothing a client sends parses into this, but a capture must never fail a request
+            self._metrics.captured.labels(alias, "dropped").inc()
+            return
+        if len(record) > MAX_RECORD_BYTES:
+            self._metrics.captured.labels(alias, "too_large").inc()
+            return
         task = asyncio.ensure_future(self._write(alias, record, settings))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)

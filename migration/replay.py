@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,11 +36,13 @@ from migration.rollout import MigrationState
 from migration.service import state_entry
 from migration.split import names_excluded_tool
 from migration.types import Arm
-from migration.window import ArmWindow, Kind, Sample, StepWindow, kind_of, merge
+from migration.window import ArmWindow, Kind, Sample, StepWindow, kind_of
 from providers.dispatch import Call, Outbound
 from providers.target import TargetRef
 from telemetry.metrics import status_class
 from telemetry.migration_metrics import MigrationMetrics
+
+_log = logging.getLogger("cutover.migration")
 
 MAX_CONCURRENCY = 32
 
@@ -74,6 +77,7 @@ class _Tally:
     pairs: list[tuple[int, int]] = field(default_factory=list)
     quality: list[tuple[Arm, QualityCounts]] = field(default_factory=list)
     excluded: int = 0
+    failed: int = 0
     compared: int = 0
     judged: int = 0
 
@@ -84,7 +88,7 @@ class _Tally:
         for candidate_micros, baseline_micros in self.pairs:
             window = window.plus_pair(candidate_micros, baseline_micros)
         for arm, counts in self.quality:
-            window = window.with_arm(arm, merge(window.arm(arm), ArmWindow(quality=counts)))
+            window = window.plus_quality(arm, counts)
         return window
 
 
@@ -117,9 +121,15 @@ class Replayer:
                 self._metrics.replayed.labels(mid, "excluded").inc()
                 return
             async with slots:
-                baseline, candidate = await asyncio.gather(*(
-                    self._ask(spec, request, target, f"replay-{mid}-{index}-{arm}")
-                    for target, arm in zip(targets, ("b", "c"), strict=True)))
+                try:
+                    baseline, candidate = await asyncio.gather(*(
+                        self._ask(spec, request, target, f"replay-{mid}-{index}-{arm}")
+                        for target, arm in zip(targets, ("b", "c"), strict=True)))
+                except Exception:  # the gateway's fault, not an arm's: the request counts for neither
+                    _log.exception("replayed request failed unexpectedly", extra={"fields": {"migration": mid}})
+                    self._metrics.replayed.labels(mid, "failed").inc()
+                    tally.failed += 1
+                    return
             self._metrics.replayed.labels(mid, "replayed").inc()
             self._count(tally, "baseline", baseline)
             self._count(tally, "candidate", candidate)
@@ -143,8 +153,8 @@ class Replayer:
         # The replay has no step to hold: its sample minimum stands, its hold time does not.
         plan = spec.plan.model_copy(update={"min_step_s": 0.0})
         verdict = evaluate(window, spec.gates, plan, started)
-        return ReplayResult(mid, spec.alias, len(captured), len(captured) - tally.excluded, tally.excluded,
-                            unreadable, tally.compared, tally.judged, window, verdict)
+        return ReplayResult(mid, spec.alias, len(captured), len(captured) - tally.excluded - tally.failed,
+                            tally.excluded, unreadable, tally.compared, tally.judged, window, verdict)
 
     async def _ask(self, spec: MigrationSpec, request: CapturedRequest, target: TargetRef,
                    request_id: str) -> AnswerSummary:

@@ -103,7 +103,7 @@ class MigrationMetrics:
         self.replayed = Counter(
             "cutover_replay_requests",
             "Captured requests replayed against both arms of a migration: replayed, excluded (naming a "
-            "shadow-excluded tool), unreadable.",
+            "shadow-excluded tool), unreadable, failed (the gateway failed unexpectedly: counted for neither arm).",
             ["migration", "outcome"], registry=registry,
         )
         self.shadow_latency_delta = Histogram(

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from config.schema import CaptureSettings
-from migration.capture import MAX_WRITES_IN_FLIGHT, Capture, CapturedRequest
+from migration.capture import MAX_RECORD_BYTES, MAX_WRITES_IN_FLIGHT, Capture, CapturedRequest
 from store.base import StoreUnavailable
 from store.memory import MemoryStore
 from telemetry.migration_metrics import MigrationMetrics
@@ -87,3 +87,11 @@ async def test_the_newest_are_kept_and_unreadable_records_are_skipped() -> None:
     store.available = False
     with pytest.raises(StoreUnavailable):  # the replay answers 503, as for any store outage
         await capture.captured("gpt-4")
+
+
+async def test_a_request_over_a_mebibyte_is_not_kept() -> None:
+    capture, _, metrics = rig({"gpt-4": CaptureSettings(sample=1.0)})
+    big = {**HI, "messages": [{"role": "user", "content": "x" * (MAX_RECORD_BYTES + 1)}]}
+    capture.offer("gpt-4", big, False, "/chat/completions")
+    await capture.settle()
+    assert (await capture.captured("gpt-4")) == ([], 0) and count(metrics, "gpt-4", "too_large") == 1

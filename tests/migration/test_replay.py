@@ -9,16 +9,23 @@ from html.parser import HTMLParser
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from config.migration import MigrationSpec
+from config.schema import CaptureSettings
 from gateway.cli import main
+from migration.capture import Capture
+from migration.compare import AnswerSummary
+from migration.replay import Replayer
 from migration.verify import verify
+from store.memory import MemoryStore
+from telemetry.migration_metrics import MigrationMetrics
 from tests.gateway.helpers import metric, route
 from tests.migration.conftest import StackFactory
 from tests.migration.support import ADMIN_KEY, ALIAS, MIGRATION_ID, Stack, admin_client, fast_plan, migration_spec
 from tests.support import wait_for
 
 NOT_JSON = "Sure! Here is what you asked for, in plain words rather than JSON."
-CLIENT_KEY_HEADER = "authorization"
 
 
 def replay_stack(
@@ -210,3 +217,34 @@ class Attrs(HTMLParser):
         parser = cls()
         parser.feed(page)
         return parser.by_id
+
+
+class Answers:
+    """Scripted answers per (model, user); a request the gateway cannot send at all raises."""
+
+    def __init__(self, broken_user: str) -> None:
+        self.broken_user = broken_user
+
+    async def fetch(self, call: Any, timeout_s: float) -> AnswerSummary:
+        body = call.outbound[0].payload
+        if body["user"] == self.broken_user:
+            raise RuntimeError("a bug, not an upstream failure")
+        failed = body["model"] == "new" and body["user"] == "u1"
+        return AnswerSummary(503 if failed else 200, 0.05, cost_micros=100, text="An answer.", finish_reason="stop")
+
+
+async def test_an_unexpected_failure_counts_for_neither_arm() -> None:
+    metrics = MigrationMetrics(CollectorRegistry())
+    store = MemoryStore()
+    capture = Capture(store, {ALIAS: CaptureSettings(sample=1.0)}, metrics, rng=lambda: 0.0)
+    for user in ("u0", "u1", "u2", "u3"):
+        capture.offer(ALIAS, {"model": ALIAS, "user": user, "messages": [{"role": "user", "content": "hi"}]}, False,
+                      "/chat/completions")
+    await capture.settle()
+    spec = MigrationSpec.model_validate(migration_spec())
+    result = await Replayer(Answers("u2"), capture, None, metrics, clock=lambda: 5.0).replay(spec)  # type: ignore[arg-type]
+    assert (result.captured, result.replayed, result.compared) == (4, 3, 2)
+    window = result.window
+    assert (window.baseline.requests, window.candidate.requests, window.candidate.errors) == (3, 3, 1)
+    assert metrics.replayed.labels(MIGRATION_ID, "failed")._value.get() == 1
+    assert result.verdict.evaluated_at == result.verdict.step_started_at == 5.0

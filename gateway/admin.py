@@ -109,6 +109,15 @@ def _parse(model: type[_Body], raw: bytes) -> _Body:
         ) from None
 
 
+def _example(record: bytes) -> dict[str, Any] | None:
+    """A stored judged pair; None for one this version cannot read (left out of the report)."""
+    try:
+        found = orjson.loads(record)
+    except orjson.JSONDecodeError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
 def _event(action: str, body: ActionBody, actor: str) -> Any:
     reason = body.reason or f"{action} requested"
     makers: dict[str, Any] = {
@@ -230,7 +239,7 @@ def build_admin_router(
         pairs kept as examples (`store_examples`)."""
         described, history = await described_with_history(migration_id)
         try:
-            examples = [orjson.loads(e) for e in await migrations.store.samples("example", migration_id)]
+            examples = [e for e in map(_example, await migrations.store.samples("example", migration_id)) if e]
         except StoreUnavailable as exc:
             raise _to_gateway_error(exc) from None
         page = await asyncio.to_thread(render_report, described, history, examples)
@@ -256,8 +265,8 @@ def build_admin_router(
             if not result.captured:
                 raise Conflict(f"No captured requests of '{spec.alias}' to replay: set models.{spec.alias}.capture "
                                "and let traffic flow first.", code="nothing_captured")
-            await service.record(migration_id, replay_entry(result, key, MigrationState.from_dict(stored.state),
-                                                                    time.time()))
+            state = MigrationState.from_dict(stored.state)
+            await service.record(migration_id, replay_entry(result, key, state, time.time()))
         except (MigrationError, StoreUnavailable) as exc:
             raise _to_gateway_error(exc) from None
         return JSONBytes({"object": "migration.replay", **result.to_dict(), "verdict": result.verdict.to_dict()})

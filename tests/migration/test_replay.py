@@ -5,6 +5,7 @@ recomputes; the migration itself does not move."""
 
 from __future__ import annotations
 
+import asyncio
 from html.parser import HTMLParser
 from typing import Any
 
@@ -105,8 +106,15 @@ def test_a_replay_finds_a_candidate_the_judge_finds_worse_before_any_live_traffi
     checked = verify(history)
     assert checked.ok and checked.verdicts == 1, str(checked)
 
-    # The judged pairs were kept (store_examples): the report shows them, losses first, with the judge's reason.
-    page = stack.admin.get(f"/admin/migrations/{MIGRATION_ID}/report").text
+    # The judged pairs were kept (store_examples): the report shows them, losses first, with the judge's reason;
+    # a record it cannot read is left out.
+    store = stack.gw.app.parts.migrations.store  # type: ignore[union-attr]
+    for junk in (b"{not json", b"[1, 2]"):
+        asyncio.run_coroutine_threadsafe(store.add_sample("example", MIGRATION_ID, junk, 60.0, 200),
+                                         stack.gw._loop).result(5)  # type: ignore[arg-type]
+    response = stack.admin.get(f"/admin/migrations/{MIGRATION_ID}/report")
+    assert response.status_code == 200
+    page = response.text
     found = Attrs.of(page)
     assert found["judged-pairs"]["data-count"] == "8"
     assert page.count('data-verdict="baseline"') == 8 and "is off topic" in page

@@ -110,7 +110,6 @@ class Replayer:
             self._metrics.replayed.labels(mid, "unreadable").inc(unreadable)
         started = self._clock()
         tally = _Tally()
-        slots = asyncio.Semaphore(max(1, min(concurrency, MAX_CONCURRENCY)))
         judging = asyncio.Semaphore(spec.gates.quality.max_concurrency)
         targets = (TargetRef(spec.baseline.provider, spec.baseline.model),
                    TargetRef(spec.candidate.provider, spec.candidate.model))
@@ -120,16 +119,15 @@ class Replayer:
                 tally.excluded += 1
                 self._metrics.replayed.labels(mid, "excluded").inc()
                 return
-            async with slots:
-                try:
-                    baseline, candidate = await asyncio.gather(*(
-                        self._ask(spec, request, target, f"replay-{mid}-{index}-{arm}")
-                        for target, arm in zip(targets, ("b", "c"), strict=True)))
-                except Exception:  # the gateway's fault, not an arm's: the request counts for neither
-                    _log.exception("replayed request failed unexpectedly", extra={"fields": {"migration": mid}})
-                    self._metrics.replayed.labels(mid, "failed").inc()
-                    tally.failed += 1
-                    return
+            try:
+                baseline, candidate = await asyncio.gather(*(
+                    self._ask(spec, request, target, f"replay-{mid}-{index}-{arm}")
+                    for target, arm in zip(targets, ("b", "c"), strict=True)))
+            except Exception:  # the gateway's fault, not an arm's: the request counts for neither
+                _log.exception("replayed request failed unexpectedly", extra={"fields": {"migration": mid}})
+                self._metrics.replayed.labels(mid, "failed").inc()
+                tally.failed += 1
+                return
             self._metrics.replayed.labels(mid, "replayed").inc()
             self._count(tally, "baseline", baseline)
             self._count(tally, "candidate", candidate)
@@ -148,7 +146,14 @@ class Replayer:
                 if counts is not None:
                     tally.quality.append(("candidate", counts))
 
-        await asyncio.gather(*(one(i, r) for i, r in enumerate(captured)))
+        # A few workers over the list, not a task per request: a capture may hold 100,000 of them.
+        work = iter(enumerate(captured))
+
+        async def worker() -> None:
+            for index, request in work:
+                await one(index, request)
+
+        await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, MAX_CONCURRENCY)))))
         window = tally.window(started)
         # The replay has no step to hold: its sample minimum stands, its hold time does not.
         plan = spec.plan.model_copy(update={"min_step_s": 0.0})

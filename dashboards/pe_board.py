@@ -86,6 +86,15 @@ def plan_and_execute() -> Board:
            f"(rate(cutover_pe_task_duration_seconds_bucket{{{p}}}[{RI}])))", "{{meta_model}} {{tier}}")],
         SECONDS, w=8,
     )
+    board.panel(
+        "Tool calls per minute",
+        "Tool tasks of runs: calls to MCP servers by outcome (ok, failed), and calls handed back to the client "
+        "(handed_back: the client runs them and sends the results in its next request). caps.max_tool_calls "
+        "bounds them per run.",
+        [Q(f"sum by (meta_model, source, outcome) (rate(cutover_pe_tool_calls_total{{{p}}}[{RI}])) * 60",
+           "{{meta_model}} {{source}} {{outcome}}")],
+        PER_MIN, w=24,
+    )
 
     board.row("Cost")
     board.panel(

@@ -78,6 +78,15 @@ REPLAN_B = {
     ],
     "final_instruction": "Give the corrected text.",
 }
+# A plan that looks a rule up with the client's own tool, then explains it.
+TOOL_PLAN = {
+    "tasks": [
+        {"id": "r0", "tool": "lookup_refund_rule", "arguments": {"case": "damaged"}, "deps": []},
+        {"id": "r1", "instruction": "Explain the refund rule to the customer", "deps": ["r0"], "tier": "cheap",
+         "max_tokens": 30},
+    ],
+    "final_instruction": "Answer with the explanation.",
+}
 JOIN_FINISH = {"action": "finish", "answer": "Refunds are granted for damaged items and late deliveries."}
 JOIN_REPLAN = {"action": "replan", "feedback": "The paragraphs contradict each other; verify and rewrite them."}
 PE_PROMPT = ("Our refund policy has separate rules for damaged items and for late deliveries. Work out what applies "
@@ -120,7 +129,8 @@ class Sims:
                    "error_kinds": {"stream_break": 1.0}},
         "pe": {"first_token_ms": 10, "output_tokens": 12, "replies": {
             "planner-m": json.dumps(PE_PLAN), "joiner-m": json.dumps(JOIN_FINISH),
-            "plan-b": json.dumps(REPLAN_B), "joiner-replan": json.dumps(JOIN_REPLAN)}},
+            "plan-b": json.dumps(REPLAN_B), "joiner-replan": json.dumps(JOIN_REPLAN),
+            "tool-planner-m": json.dumps(TOOL_PLAN)}},
         "plans": {"first_token_ms": 10, "replies": {"plan-a": json.dumps(REPLAN_A)},
                   "script": ["ok", "server_error", "server_error"]},
         "judge": {"first_token_ms": 5, "replies": {"judge-m": JUDGE_TIE}},
@@ -168,6 +178,7 @@ def gateway_config(sims: Sims, state_path: Path) -> dict[str, Any]:
             "cheap": {"targets": [target("pe", "cheap-m")]},
             "replanner": {"targets": [target("plans", "plan-a"), target("pe", "plan-b")]},
             "joiner-replan": {"targets": [target("pe", "joiner-replan")]},
+            "tool-planner": {"targets": [target("pe", "tool-planner-m")]},
             "judge": {"targets": [target("judge", "judge-m")]},
         },
         "prices": {
@@ -183,6 +194,7 @@ def gateway_config(sims: Sims, state_path: Path) -> dict[str, Any]:
             "plan-a": {"input": 10, "output": 30},
             "plan-b": {"input": 10, "output": 30},
             "joiner-replan": {"input": 10, "output": 30},
+            "tool-planner-m": {"input": 10, "output": 30},
             "judge-m": {"input": 1, "output": 4},
         },
         "routing": {
@@ -209,6 +221,10 @@ def gateway_config(sims: Sims, state_path: Path) -> dict[str, Any]:
             "plan-and-execute": {
                 "planner": "strong", "joiner": "joiner", "executors": {"cheap": "cheap", "strong": "strong"},
                 "fast_path": {"enabled": False}, "cache": {"enabled": True},
+            },
+            "pe-tools": {
+                "planner": "tool-planner", "joiner": "joiner", "executors": {"cheap": "cheap"},
+                "fast_path": {"enabled": False},
             },
             "pe-replan": {
                 "planner": "replanner", "joiner": "joiner-replan", "executors": {"cheap": "cheap"},
@@ -385,9 +401,29 @@ class Traffic:
             self._post(client, "chat", {"model": "chat", "stream": rng.random() < 0.3,
                                         "messages": [{"role": "user", "content": "Hello there."}]})
 
+    def _tool_loop(self, client: httpx.Client) -> None:
+        """A run whose plan calls the client's tool: the calls come back, the results go in the next request."""
+        messages: list[dict[str, Any]] = [{"role": "user", "content": "What is the refund rule for damaged items?"}]
+        for _ in range(3):
+            try:
+                response = client.post("/v1/chat/completions", json={
+                    "model": "pe-tools", "messages": messages, "tools": [REFUND_TOOL]})
+            except httpx.HTTPError as exc:
+                self._note(f"pe-tools {type(exc).__name__}")
+                return
+            self._note(f"pe-tools {response.status_code}")
+            choice = response.json()["choices"][0] if response.status_code == 200 else None
+            if choice is None or choice["finish_reason"] != "tool_calls":
+                return
+            messages.append(choice["message"])
+            messages += [{"role": "tool", "tool_call_id": call["id"], "content": "Full refund within 30 days."}
+                         for call in choice["message"]["tool_calls"]]
+
     def _plan_and_execute(self, client: httpx.Client, rng: random.Random, n: int) -> None:
         # The first pe-replan run must be the only one on its planner target (whose script it relies on).
-        if n % 4 == 1:
+        if n % 8 == 3:
+            self._tool_loop(client)
+        elif n % 4 == 1:
             self._post(client, "pe-replan", {"model": "pe-replan",
                                              "messages": [{"role": "user", "content": REPLAN_PROMPT}]})
         else:

@@ -70,10 +70,7 @@ DEGRADED_ALERTS = {("CutoverMigrationRolledBack", "m1"), ("CutoverMigrationQuali
 UNPANELLED: dict[str, str] = {}
 # Defined metrics the live scenario never emits, so no panel of theirs could be checked: each with the reason.
 # A metric added to telemetry/ must be emitted by the scenario (and panelled) or get an entry here.
-NOT_IN_SCENARIO: dict[str, str] = {
-    "cutover_pe_tool_calls": "the scenario's plan-and-execute runs call no tools (no MCP server, no client "
-                             "tools); it has no panel yet",
-}
+NOT_IN_SCENARIO: dict[str, str] = {}
 # Labels Prometheus adds to every scraped series (target labels), usable in rules.
 TARGET_LABELS = {"job", "instance"}
 # Grafana's interval variables, as the tests substitute them.

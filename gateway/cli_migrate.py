@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -48,6 +49,12 @@ def _pct(bp: int) -> str:
     return f"{bp / 100:g}%"
 
 
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as aligned columns, the first row the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
 def format_status(migrations: list[dict[str, Any]]) -> str:
     rows = [("ID", "ALIAS", "PHASE", "STEP", "CANDIDATE", "SHADOW", "VERSION", "REASON")]
     for m in migrations:
@@ -58,8 +65,7 @@ def format_status(migrations: list[dict[str, Any]]) -> str:
             _pct(state["candidate_weight_bp"]), f"{state['shadow_percent']:g}%", str(m["version"]),
             state["reason"][:70],
         ))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+    return _table(rows)
 
 
 def format_history(entries: list[dict[str, Any]]) -> str:
@@ -96,9 +102,7 @@ def format_replay(result: dict[str, Any]) -> str:
     rows = [("GATE", "RESULT", "ESTIMATE", "LIMIT", "BASELINE", "NOTE")]
     rows += [(g["gate"], g["result"], _share(g["estimate"]), _share(g["threshold"]), _share(g["beside"]),
               g.get("note", "")[:90]) for g in verdict["gates"] if g.get("scope", "step") == "step"]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    return "\n".join(lines)
+    return "\n".join([*lines, _table(rows)])
 
 
 def _version_of(client: httpx.Client, migration_id: str) -> int:

@@ -10,7 +10,10 @@ its status (504 for the timeout); nothing raises but cancellation.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from metering.meter import Meter
 from metering.pricing import to_micros
@@ -18,6 +21,17 @@ from metering.usage import usage_chunk
 from migration.compare import AnswerSummary, summarise_completion, summarise_stream
 from providers.dispatch import SHADOW, Call, Delivered, Dispatcher
 from providers.errors import ProviderError, status_of
+from providers.target import TargetRef
+
+
+def copy_for(request: Mapping[str, Any], target: TargetRef, stream: bool) -> dict[str, Any]:
+    """The request as a copy sends it to `target`: its own body (nothing shared with the client's), the
+    target's model, and a stream's usage asked for, so the copy is priced from what the upstream reports."""
+    body = copy.deepcopy(dict(request))
+    body["model"] = target.model
+    if stream:
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    return body
 
 
 class AnswerFetcher:

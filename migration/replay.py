@@ -18,7 +18,6 @@ It is counted on the shadow ledger (arm="shadow"), apart from client spend.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from config.migration import MigrationSpec
-from migration.answers import AnswerFetcher
+from migration.answers import AnswerFetcher, copy_for
 from migration.capture import Capture, CapturedRequest
 from migration.compare import AnswerSummary, request_tool_names
 from migration.gates import Verdict, evaluate
@@ -79,7 +78,6 @@ class _Tally:
     excluded: int = 0
     failed: int = 0
     compared: int = 0
-    judged: int = 0
 
     def window(self, started_at: float) -> StepWindow:
         window = StepWindow(started_at)
@@ -141,8 +139,6 @@ class Replayer:
                     counts = await self._judge.judge_now(
                         mid, spec.alias, spec.gates.quality, request.payload, baseline, candidate,
                         lambda: self._ask(spec, request, targets[0], f"replay-{mid}-{index}-noise"))
-                if counts is not None and counts.judged:
-                    tally.judged += 1
                 if counts is not None:
                     tally.quality.append(("candidate", counts))
 
@@ -159,14 +155,12 @@ class Replayer:
         plan = spec.plan.model_copy(update={"min_step_s": 0.0})
         verdict = evaluate(window, spec.gates, plan, started)
         return ReplayResult(mid, spec.alias, len(captured), len(captured) - tally.excluded - tally.failed,
-                            tally.excluded, unreadable, tally.compared, tally.judged, window, verdict)
+                            tally.excluded, unreadable, tally.compared, window.candidate.quality.judged, window,
+                            verdict)
 
     async def _ask(self, spec: MigrationSpec, request: CapturedRequest, target: TargetRef,
                    request_id: str) -> AnswerSummary:
-        body = copy.deepcopy(dict(request.payload))
-        body["model"] = target.model
-        if request.stream:
-            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        body = copy_for(request.payload, target, request.stream)
         call = Call(spec.alias, request.path, (Outbound(target, body),), request.stream, request_id)
         answer = await self._answers.fetch(call, spec.shadow.timeout_s)
         m = self._metrics

@@ -14,13 +14,12 @@ metrics), apart from client spend.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from metering.meter import Meter
-from migration.answers import AnswerFetcher
+from migration.answers import AnswerFetcher, copy_for
 from migration.compare import AnswerSummary, compare, wants_json
 from migration.judge import JudgeRunner
 from migration.live import Decision, LiveMigrations
@@ -75,11 +74,7 @@ class ShadowRunner:
         if len(tasks) >= settings.max_concurrency:
             self._metrics.shadow_requests.labels(decision.migration_id, "dropped").inc()
             return None
-        body = copy.deepcopy(dict(payload))
-        body["model"] = target.model
-        if stream:
-            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        call = Call(alias, path, (Outbound(target, body),), stream, request_id + "-shadow")
+        call = Call(alias, path, (Outbound(target, copy_for(payload, target, stream)),), stream, request_id + "-shadow")
         pair = ShadowPair()
         task = asyncio.ensure_future(self._run(decision, call, pair, settings.timeout_s))
         tasks.add(task)
@@ -193,7 +188,7 @@ class ShadowRunner:
         async def second_baseline() -> AnswerSummary | None:
             # The noise floor's second answer from the baseline: one more copy, on the shadow ledger.
             assert target is not None
-            body = {**copy.deepcopy(dict(request)), "model": target.model}
+            body = copy_for(request, target, call.stream)
             again = Call(call.alias, call.path, (Outbound(target, body),), call.stream, call.request_id + "-noise")
             answer = await self._call(decision, again, timeout_s)
             if answer.ok:

@@ -256,3 +256,30 @@ async def test_an_unexpected_failure_counts_for_neither_arm() -> None:
     assert (window.baseline.requests, window.candidate.requests, window.candidate.errors) == (3, 3, 1)
     assert metrics.replayed.labels(MIGRATION_ID, "failed")._value.get() == 1
     assert result.verdict.evaluated_at == result.verdict.step_started_at == 5.0
+
+
+def test_streamed_and_responses_api_requests_are_captured_and_replayed(make_stack: StackFactory) -> None:
+    stack = replay_stack(make_stack, judge=False)
+    client = stack.client
+    for i in range(2):
+        stream = client.chat.completions.create(model=ALIAS, messages=[{"role": "user", "content": f"Q{i}?"}],
+                                                user=f"s{i}", stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert client.responses.create(model=ALIAS, input=f"R{i}?", user=f"r{i}").output_text
+        with client.responses.stream(model=ALIAS, input=f"RS{i}?", user=f"rs{i}") as events:
+            assert events.get_final_response().output_text
+    wait_for(lambda: captured(stack) == 6, timeout=10, what="every request captured")
+    create_pending(stack)
+    result = replay(stack)
+    assert (result["captured"], result["replayed"], result["compared"]) == (6, 6, 6)
+    copies = {r.body["user"]: r for r in replays(stack, stack.candidate)}
+    assert sorted(copies) == ["r0", "r1", "rs0", "rs1", "s0", "s1"]
+    # Each went as the canonical request it was captured as; a stream streamed again, its usage asked for.
+    for user, record in copies.items():
+        assert record.path == "/v1/chat/completions" and record.body["model"] == "new"
+        streamed = user.startswith(("s", "rs"))
+        assert bool(record.body.get("stream")) == streamed
+        assert (record.body.get("stream_options") == {"include_usage": True}) == streamed
+    # The four streams' times to first token are in the replay's window, on both arms.
+    for arm in ("baseline", "candidate"):
+        assert sum(result["window"][arm]["ttft_ms"]["counts"].values()) == 4

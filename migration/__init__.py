@@ -6,6 +6,7 @@ The core is pure and driven by tests without a network or a clock:
     split.py     sticky buckets         compare.py   a primary answer against its shadow copy
     quality.py   cheap checks of answers (JSON, tool calls, refusals...), quality_gates.py their tests
     sequential.py  the anytime-valid tests   verify.py    every verdict recomputed from the audit alone
+    blocks.py    the recent block of a step, judged beside the whole step
     report.py    the audit -> one HTML page (report_quality, report_figures, report_charts, report_format)
 
 Beside it, the runtime of one gateway process:
